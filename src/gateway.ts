@@ -1,0 +1,363 @@
+// Owns the lifecycle: builds every part from a validated config, starts the listeners,
+// applies route changes and reloads as whole swaps, drains on shutdown.
+
+import type { AddressInfo } from 'node:net'
+import { AdminServer } from './admin/admin-server.js'
+import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
+import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.js'
+import { ensureCertificates } from './listeners/certificate-authority.js'
+import { Engine, type EngineSettings } from './listeners/engine.js'
+import { Listener } from './listeners/listener.js'
+import { StartupError } from './listeners/startup-error.js'
+import { loadTlsContexts, type TlsContexts } from './listeners/tls-contexts.js'
+import { gatewayEvent } from './observability/channels.js'
+import { EmbeddedRegistry } from './registry/embedded-registry.js'
+import { RegistryClient } from './registry/registry-client.js'
+import type { RegistrySource } from './registry/registry-source.js'
+import { RegistryStore } from './registry/registry-store.js'
+import type { ServerEntry } from './registry/server-entry.js'
+import { RouteCache } from './routing/route-cache.js'
+import { RouteTable } from './routing/route-table.js'
+import { CompiledRoute, Router, type RouteSource } from './routing/router.js'
+import { DeadlineSweeper } from './timers.js'
+import { TargetSet } from './upstream/target-set.js'
+import { UpstreamGroup } from './upstream/upstream-group.js'
+
+/** Idle pooled connections kept per upstream target. */
+const MAX_IDLE_PER_TARGET = 256
+
+export interface ReloadResult {
+  ok: boolean
+  errors?: ConfigIssue[]
+}
+
+export class Gateway {
+  readonly sweeper: DeadlineSweeper
+  readonly targets: TargetSet
+  readonly engine: Engine
+  readonly store: RegistryStore
+  readonly registry: EmbeddedRegistry | null
+  readonly registrySource: RegistrySource
+  readonly cache: RouteCache
+  readonly listeners = new Map<string, Listener>()
+  admin: AdminServer | null = null
+  private adminRoutes: readonly RouteConfig[]
+  private routesVersion = 1
+  private draining: Promise<void> | null = null
+  private closed = false
+
+  private constructor(
+    public loaded: LoadedConfig,
+    store: RegistryStore,
+    registry: EmbeddedRegistry | null,
+    source: RegistrySource,
+  ) {
+    const config = loaded.config
+    this.store = store
+    this.registry = registry
+    this.registrySource = source
+    this.adminRoutes = readAdminRoutes(store)
+    this.sweeper = new DeadlineSweeper(() => this.targets.prune((key) => this.isStaticTarget(key)))
+    this.targets = new TargetSet(this.sweeper, poolSettings(config))
+    this.cache = new RouteCache(source, config.workspaces.registry)
+    const router = new Router(this.compileRoutes(config, this.adminRoutes), this.cache, config.workspaces.hostSuffix, this.targets)
+    this.engine = new Engine(router, engineSettings(config), this.sweeper)
+    this.cache.on('server-changed', (key, previous, next) => this.onServerChanged(key, previous, next))
+  }
+
+  get config(): GatewayConfig {
+    return this.loaded.config
+  }
+
+  /** Builds and starts a gateway; throws StartupError (or StateFileError) on failure. */
+  static async start(loaded: LoadedConfig): Promise<Gateway> {
+    const config = loaded.config
+    const tlsConfigs = config.listeners.filter((l) => l.tls !== undefined).map((l) => l.tls!)
+    const created = await ensureCertificates(tlsConfigs, ['localhost', '127.0.0.1', '::1'])
+    for (const file of created) log(`created self-signed certificate file ${file} (replace it with a real certificate in production)`)
+    const contexts = await loadAllTls(config)
+    if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
+    const store = await RegistryStore.open(config.stateFile)
+    const reg = config.workspaces.registry
+    let registry: EmbeddedRegistry | null = null
+    let source: RegistrySource
+    if (reg.url === null) {
+      registry = new EmbeddedRegistry(store)
+      source = registry
+    } else {
+      source = new RegistryClient({ url: reg.url, token: reg.token })
+    }
+    const gw = new Gateway(loaded, store, registry, source)
+    try {
+      for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
+      gw.admin = await AdminServer.start(gw)
+    } catch (err) {
+      await gw.close()
+      throw err
+    }
+    return gw
+  }
+
+  private async openListener(lc: ListenerConfig, contexts: TlsContexts | null): Promise<Listener> {
+    const listener = new Listener(lc, this.engine, contexts)
+    await listener.listen()
+    this.listeners.set(lc.name, listener)
+    return listener
+  }
+
+  /** Bound addresses by listener name (port 0 resolved), and "admin". */
+  addresses(): Record<string, AddressInfo> {
+    const out: Record<string, AddressInfo> = {}
+    for (const [name, l] of this.listeners) out[name] = l.address()
+    if (this.admin !== null) out.admin = this.admin.address()
+    return out
+  }
+
+  /**
+   * Ready when every configured listener is bound and the registry can answer: the embedded
+   * one always can; a remote one when its event stream is connected or the cache holds
+   * entries it can serve while the stream reconnects.
+   */
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = []
+    if (this.engine.draining) reasons.push('shutting down')
+    for (const lc of this.config.listeners) if (!this.listeners.has(lc.name)) reasons.push(`listener ${lc.name} is not bound`)
+    if (this.registry === null) {
+      const stats = this.cache.stats()
+      if (!stats.connected && stats.size === 0) reasons.push('the registry event stream is not connected and the route cache is empty')
+    }
+    return { ready: reasons.length === 0, reasons }
+  }
+
+  // ---- routes -------------------------------------------------------------------------
+
+  get version(): number {
+    return this.routesVersion
+  }
+
+  /** Config routes first, then admin routes (an admin route with the same host and prefix wins). */
+  routes(): { version: number; routes: (RouteConfig & { source: RouteSource })[] } {
+    return {
+      version: this.routesVersion,
+      routes: [
+        ...this.config.routes.map((r) => ({ ...r, source: 'config' as const })),
+        ...this.adminRoutes.map((r) => ({ ...r, source: 'admin' as const })),
+      ],
+    }
+  }
+
+  get adminManagedRoutes(): readonly RouteConfig[] {
+    return this.adminRoutes
+  }
+
+  /**
+   * Replaces the admin-managed routes (already validated by the caller). Persisted first: a
+   * change that cannot be written is not applied. Then one reference swap.
+   */
+  async setAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
+    const frozen = Object.freeze(routes.map((r) => Object.freeze({ ...r })))
+    const table = this.compileRoutes(this.config, frozen)
+    await this.store.update((doc) => { doc.routes = frozen })
+    this.adminRoutes = frozen
+    this.engine.router.table = table
+    this.routesVersion++
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'routes_changed', version: this.routesVersion, adminRoutes: frozen.length })
+    return this.routesVersion
+  }
+
+  private compileRoutes(config: GatewayConfig, adminRoutes: readonly RouteConfig[]): RouteTable<CompiledRoute> {
+    const groups = new Map<string, UpstreamGroup>()
+    for (const [name, up] of Object.entries(config.upstreams)) {
+      groups.set(name, new UpstreamGroup(name, up.targets.map((t) => this.targets.get(t)), up.balance ?? 'round-robin'))
+    }
+    const compile = (r: RouteConfig, source: RouteSource): CompiledRoute => {
+      const group = r.upstream !== undefined
+        ? groups.get(r.upstream)
+        : new UpstreamGroup(`route:${r.id}`, (r.targets ?? []).map((t) => this.targets.get(t)), 'round-robin')
+      if (group === undefined) throw new Error(`route ${r.id} names unknown upstream ${r.upstream}`) // validated before: a bug
+      return new CompiledRoute(r.id, r.host, r.pathPrefix, source, group)
+    }
+    return new RouteTable([...config.routes.map((r) => compile(r, 'config')), ...adminRoutes.map((r) => compile(r, 'admin'))])
+  }
+
+  private isStaticTarget(key: string): boolean {
+    for (const r of this.engine.router.table.routes) if (r.group.targets.some((t) => t.key === key)) return true
+    return false
+  }
+
+  // ---- workspace teardown -------------------------------------------------------------
+
+  /** A workspace server went away or moved: its tunnels and idle connections go now. */
+  private onServerChanged(key: string, previous: ServerEntry | null, next: ServerEntry | null): void {
+    const closed = this.engine.closeTunnels((t) => t.info.workspaceKey === key && (next === null || next.target !== t.info.target))
+    if (previous !== null && (next === null || next.target !== previous.target) && !this.isStaticTarget(previous.target)) {
+      this.targets.peek(previous.target)?.closeIdle()
+    }
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'workspace_server_changed', key, previous: previous?.target ?? null, next: next?.target ?? null, tunnelsClosed: closed })
+  }
+
+  // ---- reload -------------------------------------------------------------------------
+
+  /**
+   * Re-reads the config file and certificates. Everything is checked before anything
+   * changes; on any problem the running config and certificates stay.
+   */
+  async reload(): Promise<ReloadResult> {
+    let loaded: LoadedConfig
+    try {
+      loaded = await loadConfigFile(this.loaded.file)
+    } catch (err) {
+      if (err instanceof ConfigError) return this.reloadFailed(err.issues.slice())
+      return this.reloadFailed([{ path: '', message: (err as Error).message }])
+    }
+    const config = loaded.config
+    const contexts = await loadAllTls(config)
+    if (!(contexts instanceof Map)) return this.reloadFailed(contexts)
+    const issues: ConfigIssue[] = []
+    const oldReg = this.config.workspaces.registry
+    if (config.workspaces.registry.url !== oldReg.url || config.workspaces.registry.token !== oldReg.token) {
+      issues.push({ path: 'workspaces.registry', message: 'changing the registry url or token needs a restart' })
+    }
+    if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
+    let table: RouteTable<CompiledRoute>
+    try {
+      table = this.compileRoutes(config, this.adminRoutes)
+    } catch (err) {
+      issues.push({ path: 'routes', message: (err as Error).message })
+      return this.reloadFailed(issues)
+    }
+    if (issues.length > 0) return this.reloadFailed(issues)
+
+    // Listeners: bind the new ones first (a port that cannot be bound fails the reload with
+    // nothing changed), then swap, then drain the removed ones.
+    const added: Listener[] = []
+    const keep = new Set<string>()
+    for (const lc of config.listeners) {
+      const current = this.listeners.get(lc.name)
+      if (current !== undefined && sameListener(current.config, lc)) {
+        keep.add(lc.name)
+        continue
+      }
+      const l = new Listener(lc, this.engine, contexts.get(lc.name) ?? null)
+      try {
+        if (current !== undefined && current.config.port === lc.port && current.config.host === lc.host) {
+          await current.close() // same address, other settings: rebind in place
+          this.listeners.delete(lc.name)
+        }
+        await l.listen()
+      } catch (err) {
+        for (const a of added) await a.close()
+        return this.reloadFailed([{ path: `listeners[${config.listeners.indexOf(lc)}]`, message: (err as Error).message }])
+      }
+      added.push(l)
+    }
+    this.loaded = loaded
+    this.engine.settings = engineSettings(config)
+    this.targets.settings = poolSettings(config)
+    const router = this.engine.router
+    router.table = table
+    router.hostSuffix = config.workspaces.hostSuffix
+    this.routesVersion++
+    for (const name of keep) this.listeners.get(name)!.setCertificates(contexts.get(name) ?? (undefined as never))
+    for (const [name, l] of [...this.listeners]) {
+      if (!keep.has(name)) {
+        this.listeners.delete(name)
+        void l.close()
+      }
+    }
+    for (const l of added) this.listeners.set(l.name, l)
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
+    return { ok: true }
+  }
+
+  private reloadFailed(errors: ConfigIssue[]): ReloadResult {
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: false, errors })
+    return { ok: false, errors }
+  }
+
+  // ---- shutdown -----------------------------------------------------------------------
+
+  /**
+   * Graceful stop: no new connections, idle keep-alive connections closed at once, requests
+   * in flight and open tunnels given up to shutdownGraceMs, then everything closed.
+   */
+  drain(): Promise<void> {
+    this.draining ??= this.runDrain()
+    return this.draining
+  }
+
+  private async runDrain(): Promise<void> {
+    const engine = this.engine
+    engine.draining = true
+    const closing = [...this.listeners.values()].map((l) => l.close())
+    for (const c of [...engine.connections]) c.drain()
+    this.targets.closeIdle()
+    const deadline = Date.now() + this.config.timeouts.shutdownGraceMs
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (engine.connections.size === 0 || Date.now() >= deadline) {
+          clearInterval(timer)
+          resolve()
+        }
+      }
+      const timer = setInterval(check, 50)
+      check()
+    })
+    engine.closeTunnels(() => true)
+    for (const c of [...engine.connections]) c.socket.destroy()
+    await Promise.all(closing)
+    await this.close()
+  }
+
+  /** Immediate stop: every socket closed. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.engine.draining = true
+    const closing = [...this.listeners.values()].map((l) => l.close())
+    if (this.admin !== null) closing.push(this.admin.close())
+    this.engine.closeTunnels(() => true)
+    for (const c of [...this.engine.connections]) c.socket.destroy()
+    await Promise.all(closing)
+    this.targets.closeIdle()
+    this.cache.close()
+    if (this.registry !== null) this.registry.close()
+    else await (this.registrySource as RegistryClient).close()
+    await this.store.idle()
+    this.sweeper.close()
+  }
+}
+
+function engineSettings(config: GatewayConfig): EngineSettings {
+  return { timeouts: config.timeouts, limits: config.limits, stripCookies: new Set(config.workspaces.stripCookies) }
+}
+
+function poolSettings(config: GatewayConfig) {
+  return { connectMs: config.timeouts.connectMs, upstreamIdleMs: config.timeouts.upstreamIdleMs, maxIdle: MAX_IDLE_PER_TARGET }
+}
+
+function sameListener(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.port === b.port && a.host === b.host && a.workspacesOnly === b.workspacesOnly && (a.tls === undefined) === (b.tls === undefined)
+}
+
+async function loadAllTls(config: GatewayConfig): Promise<Map<string, TlsContexts> | ConfigIssue[]> {
+  const out = new Map<string, TlsContexts>()
+  const issues: ConfigIssue[] = []
+  for (let i = 0; i < config.listeners.length; i++) {
+    const lc = config.listeners[i]
+    if (lc.tls === undefined) continue
+    const result = await loadTlsContexts(lc.tls, `listeners[${i}].tls`)
+    if (Array.isArray(result)) issues.push(...result)
+    else out.set(lc.name, result)
+  }
+  return issues.length > 0 ? issues : out
+}
+
+function readAdminRoutes(store: RegistryStore): readonly RouteConfig[] {
+  const routes = (store.document as { routes?: unknown }).routes
+  return Array.isArray(routes) ? Object.freeze(routes as RouteConfig[]) : Object.freeze([])
+}
+
+function log(message: string): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'info', message })}\n`)
+}

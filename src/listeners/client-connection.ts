@@ -1,0 +1,632 @@
+// One front connection (HTTP or HTTPS): reads request heads strictly, routes them, streams
+// the body to an upstream connection and the response back, one exchange at a time, with
+// backpressure both ways. It is the only place that decides what the client is told when
+// something fails (`fail`), and it always leaves both sockets of the pair closed or reusable.
+
+import type { Socket } from 'node:net'
+import { GatewayError, renderError } from '../errors.js'
+import { ChunkedScanner } from '../http1/chunked-scanner.js'
+import { HeadError } from '../http1/head-error.js'
+import { RequestHead, parseRequestHead } from '../http1/request-head.js'
+import type { ResponseHead } from '../http1/response-head.js'
+import { requestDone, tunnelOpened, tunnelClosed, upstreamFailed } from '../observability/channels.js'
+import type { Destination } from '../routing/router.js'
+import type { Expirable } from '../timers.js'
+import { requestIdOf, serializeRequestHead, serializeResponseHead } from '../upstream/forwarded-headers.js'
+import type { Target } from '../upstream/target.js'
+import type { ResponseSink, UpstreamConnection } from '../upstream/upstream-connection.js'
+import { checkUpgradeResponse } from '../websocket/handshake.js'
+import { Tunnel } from '../websocket/tunnel.js'
+import type { Engine } from './engine.js'
+
+const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
+/** Bytes read ahead while an exchange is in flight (pipelined requests) before pausing. */
+const READ_AHEAD_BYTES = 65536
+/** Response heads and first body chunks up to this size are sent as one buffer. */
+const COALESCE_BYTES = 16384
+
+export interface ListenerContext {
+  readonly name: string
+  /** "http" or "https": what X-Forwarded-Proto says. */
+  readonly proto: string
+  /** The bound port (X-Forwarded-Port). */
+  port: number
+  readonly workspacesOnly: boolean
+  readonly engine: Engine
+  /** Open connections on this listener (for /metrics and draining). */
+  open: number
+}
+
+const enum State {
+  /** Waiting for (more of) a request head. */
+  Head,
+  /** Head read; finding the destination and an upstream connection. */
+  Routing,
+  /** Streaming the request body upstream. */
+  Body,
+  /** Request sent; the response is awaited or streaming. */
+  Waiting,
+  /** Handed to a websocket tunnel. */
+  Tunnel,
+  /** Ending or gone. */
+  Closed,
+}
+
+export class ClientConnection implements ResponseSink, Expirable {
+  deadline = 0
+  private state = State.Head
+  private readonly clientAddress: string
+  private buf: Buffer | null = null
+  private requests = 0
+  // The exchange in flight.
+  private head: RequestHead | null = null
+  private dest: Destination | null = null
+  private target: Target | null = null
+  private upstream: UpstreamConnection | null = null
+  private upstreamHead = ''
+  private requestId = ''
+  private bodyRemaining = 0
+  private scanner: ChunkedScanner | null = null
+  private reqDone = false
+  private resStarted = false
+  /** A response head held back to go out with the first body bytes. */
+  private pendingHead: string | null = null
+  private closeAfter = false
+  private retried = false
+  private clientEnded = false
+  private pausedForUpstream = false
+  private pausedForReadAhead = false
+  private upstreamPaused = false
+  private status = 0
+  private errorCode: string | null = null
+  private startedAt = 0
+  private startedAtEpoch = 0
+  private bytesIn = 0
+  private bytesOut = 0
+
+  constructor(readonly socket: Socket, readonly ctx: ListenerContext) {
+    const engine = ctx.engine
+    this.clientAddress = socket.remoteAddress ?? 'unknown'
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('end', () => this.onClientEnd())
+    socket.on('drain', () => this.onClientDrain())
+    socket.on('error', () => this.onClientGone())
+    socket.on('close', () => this.onClientGone())
+    engine.connections.add(this)
+    engine.sweeper.add(this)
+    ctx.open++
+    this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
+  }
+
+  /** True when no exchange is in flight and no bytes of the next one have arrived. */
+  get idle(): boolean {
+    return this.state === State.Head && this.buf === null
+  }
+
+  // ---- the request side -------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    this.bytesIn += chunk.length
+    switch (this.state) {
+      case State.Head:
+        this.readHead(chunk)
+        return
+      case State.Body:
+        this.deadline = this.ctx.engine.sweeper.after(this.ctx.engine.settings.timeouts.responseMs)
+        this.forwardBody(chunk, 0)
+        return
+      case State.Routing:
+      case State.Waiting:
+        // Body bytes before the upstream is ready, or the next pipelined request: keep a
+        // bounded amount, then stop reading until this exchange is over.
+        this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk])
+        if (this.buf.length > READ_AHEAD_BYTES && !this.pausedForReadAhead) {
+          this.pausedForReadAhead = true
+          this.socket.pause()
+        }
+        return
+      default:
+        return
+    }
+  }
+
+  private readHead(chunk: Buffer | null): void {
+    let buf = this.buf === null ? chunk! : chunk === null ? this.buf : Buffer.concat([this.buf, chunk])
+    this.buf = null
+    const engine = this.ctx.engine
+    const limits = engine.settings.limits
+    // RFC 9112 section 2.2: ignore empty lines before a request line.
+    let skip = 0
+    while (skip + 1 < buf.length && buf[skip] === 13 && buf[skip + 1] === 10 && skip < 64) skip += 2
+    if (skip > 0) buf = buf.subarray(skip)
+    if (buf.length === 0) return
+    const end = buf.indexOf(CRLFCRLF)
+    if (end === -1) {
+      if (buf.length > limits.maxHeaderBytes) {
+        this.fail(new GatewayError('headers_too_large', `request head over ${limits.maxHeaderBytes} bytes`))
+        return
+      }
+      // A bare LF can never complete a head: refuse it now rather than at the timeout.
+      const lf = buf.indexOf(10)
+      if (lf !== -1 && (lf === 0 || buf[lf - 1] !== 13)) {
+        this.fail(new GatewayError('bad_request', 'bare LF in the request head'))
+        return
+      }
+      if (this.requests > 0 && this.buf === null) {
+        // First bytes of the next request on a kept-alive connection: the head clock starts.
+        this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
+      }
+      this.buf = buf
+      return
+    }
+    if (end + 4 > limits.maxHeaderBytes) {
+      this.fail(new GatewayError('headers_too_large', `request head over ${limits.maxHeaderBytes} bytes`))
+      return
+    }
+    let head: RequestHead
+    try {
+      head = parseRequestHead(buf.toString('latin1', 0, end), limits.maxHeaderCount)
+    } catch (err) {
+      if (err instanceof HeadError) {
+        this.fail(new GatewayError(err.kind === 'too_large' ? 'headers_too_large' : 'bad_request', err.message))
+      } else {
+        this.fail(new GatewayError('bad_request', 'unparseable request head'))
+      }
+      return
+    }
+    head.size = end + 4
+    this.startRequest(head, buf, end + 4)
+  }
+
+  private startRequest(head: RequestHead, buf: Buffer, bodyStart: number): void {
+    const engine = this.ctx.engine
+    this.requests++
+    this.deadline = 0
+    this.state = State.Routing
+    this.head = head
+    this.startedAt = performance.now()
+    this.startedAtEpoch = engine.sweeper.now
+    this.bytesIn = buf.length // the head and what came with it; the rest is counted as it flows
+    this.bytesOut = 0
+    this.status = 0
+    this.errorCode = null
+    this.reqDone = !head.hasBody
+    this.resStarted = false
+    this.retried = false
+    // HTTP/1.0 clients get one exchange per connection: simpler than keep-alive negotiation
+    // for a client this old, and always correct.
+    this.closeAfter = !head.keepAlive || head.minor === 0 || engine.draining
+    this.requestId = requestIdOf(head, engine.nextRequestId())
+    this.buf = bodyStart < buf.length ? buf.subarray(bodyStart) : null
+    if (this.buf !== null && this.buf.length > READ_AHEAD_BYTES && !this.pausedForReadAhead) {
+      this.pausedForReadAhead = true
+      this.socket.pause()
+    }
+    const maxBody = engine.settings.limits.maxBodyBytes
+    if (head.contentLength > maxBody) {
+      this.fail(new GatewayError('body_too_large', `Content-Length ${head.contentLength} over the ${maxBody}-byte limit`))
+      return
+    }
+    let dest: Destination | Promise<Destination>
+    try {
+      dest = engine.router.route(head, this.ctx.workspacesOnly)
+    } catch (err) {
+      this.fail(toGatewayError(err))
+      return
+    }
+    if (dest instanceof Promise) {
+      dest.then(
+        (d) => { if (this.head === head && this.state === State.Routing) this.forward(d) },
+        (err) => { if (this.head === head && this.state === State.Routing) this.fail(toGatewayError(err)) },
+      )
+      return
+    }
+    this.forward(dest)
+  }
+
+  private forward(dest: Destination): void {
+    const head = this.head!
+    const engine = this.ctx.engine
+    this.dest = dest
+    const target = dest.pick()
+    this.target = target
+    this.upstreamHead = serializeRequestHead(head, {
+      clientAddress: this.clientAddress,
+      proto: this.ctx.proto,
+      port: this.ctx.port,
+      requestId: this.requestId,
+      stripCookies: dest.workspaceKey !== null && engine.settings.stripCookies.size > 0 ? engine.settings.stripCookies : null,
+    })
+    const conn = head.websocket ? target.acquireFresh() : target.acquire()
+    this.upstream = conn
+    const timeouts = engine.settings.timeouts
+    const bodyless = head.method === 'HEAD'
+    if (head.hasBody) {
+      this.state = State.Body
+      this.deadline = engine.sweeper.after(timeouts.responseMs)
+      this.bodyRemaining = head.contentLength
+      this.scanner = head.chunked ? new ChunkedScanner(engine.settings.limits.maxHeaderBytes) : null
+      const pending = this.buf
+      this.buf = null
+      conn.socket.cork()
+      conn.send(this, this.upstreamHead, null, bodyless, false, timeouts.responseMs, engine.sweeper.now)
+      if (pending !== null) this.forwardBody(pending, 0)
+      conn.socket.uncork()
+    } else {
+      this.state = State.Waiting
+      conn.send(this, this.upstreamHead, null, bodyless, head.websocket, timeouts.responseMs, engine.sweeper.now)
+    }
+    if (this.pausedForReadAhead && this.state === State.Body) {
+      this.pausedForReadAhead = false
+      if (!this.pausedForUpstream) this.socket.resume()
+    }
+  }
+
+  private forwardBody(buf: Buffer, start: number): void {
+    const conn = this.upstream!
+    let end: number
+    if (this.scanner === null) {
+      const n = Math.min(this.bodyRemaining, buf.length - start)
+      this.bodyRemaining -= n
+      end = this.bodyRemaining === 0 ? start + n : -1
+      if (n > 0) this.writeUpstream(conn, start === 0 && n === buf.length ? buf : buf.subarray(start, start + n))
+    } else {
+      end = this.scanner.scan(buf, start)
+      if (end === -2) {
+        this.fail(new GatewayError('bad_request', `malformed chunked body: ${this.scanner.error}`))
+        return
+      }
+      const maxBody = this.ctx.engine.settings.limits.maxBodyBytes
+      if (this.scanner.payload > maxBody) {
+        this.fail(new GatewayError('body_too_large', `chunked body over the ${maxBody}-byte limit`))
+        return
+      }
+      const stop = end === -1 ? buf.length : end
+      if (stop > start) this.writeUpstream(conn, start === 0 && stop === buf.length ? buf : buf.subarray(start, stop))
+    }
+    if (end === -1 || this.state !== State.Body) return
+    // The body is complete; what follows is the next pipelined request.
+    if (end < buf.length) this.buf = this.buf === null ? buf.subarray(end) : Buffer.concat([this.buf, buf.subarray(end)])
+    this.reqDone = true
+    this.state = State.Waiting
+    this.deadline = 0
+  }
+
+  private writeUpstream(conn: UpstreamConnection, chunk: Buffer): void {
+    if (!conn.write(chunk) && !this.pausedForUpstream) {
+      this.pausedForUpstream = true
+      this.socket.pause()
+    }
+  }
+
+  onUpstreamDrain(): void {
+    if (this.pausedForUpstream) {
+      this.pausedForUpstream = false
+      if (!this.pausedForReadAhead) this.socket.resume()
+    }
+  }
+
+  // ---- the response side ------------------------------------------------------------
+
+  onInterim(head: ResponseHead): void {
+    // RFC 9110 section 15.2: 1xx responses are not sent to HTTP/1.0 clients.
+    if (this.head !== null && this.head.minor === 1) this.socket.write(serializeResponseHead(head, false), 'latin1')
+  }
+
+  onResponseHead(head: ResponseHead, bodyless: boolean, bodyFollows: boolean): void {
+    this.status = head.status
+    this.resStarted = true
+    // A body that runs to close, a request body still coming, a refused upgrade (relayed as
+    // is, then both sides close), or shutdown: this is the connection's last response.
+    if (head.untilClose || !this.reqDone || this.ctx.engine.draining || this.head!.websocket) {
+      this.closeAfter = true
+      this.upstream!.reusable = false
+    }
+    const out = serializeResponseHead(head, this.closeAfter)
+    this.bytesOut += out.length
+    // Body bytes that came with the head go out in the same write (one syscall, no writev).
+    if (bodyFollows && !bodyless) this.pendingHead = out
+    else this.socket.write(out, 'latin1')
+  }
+
+  onResponseBody(buf: Buffer, start: number, end: number): void {
+    this.bytesOut += end - start
+    let ok: boolean
+    const head = this.pendingHead
+    if (head !== null) {
+      this.pendingHead = null
+      if (end - start <= COALESCE_BYTES) {
+        const out = Buffer.allocUnsafe(head.length + end - start)
+        out.write(head, 0, 'latin1')
+        buf.copy(out, head.length, start, end)
+        ok = this.socket.write(out)
+      } else {
+        this.socket.write(head, 'latin1')
+        ok = this.socket.write(buf.subarray(start, end))
+      }
+    } else {
+      ok = this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
+    }
+    if (!ok && !this.upstreamPaused && this.upstream !== null) {
+      this.upstreamPaused = true
+      this.upstream.socket.pause()
+    }
+  }
+
+  private onClientDrain(): void {
+    if (this.upstreamPaused) {
+      this.upstreamPaused = false
+      this.upstream?.socket.resume()
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.pendingHead !== null) {
+      this.socket.write(this.pendingHead, 'latin1')
+      this.pendingHead = null
+    }
+    if (!this.reqDone) {
+      // The upstream answered before the request body was through (an early 413, say): the
+      // rest of the body would be unframed on this connection, so both sides close.
+      this.closeAfter = true
+      this.upstream!.reusable = false
+    }
+    this.finishExchange()
+  }
+
+  onUpgrade(head: ResponseHead, rest: Buffer | null): void {
+    const req = this.head!
+    const why = checkUpgradeResponse(head, req.wsKey!)
+    const conn = this.upstream!
+    if (why !== null) {
+      this.fail(new GatewayError('upstream_bad_response', `${conn.target.key} sent ${why}`))
+      return
+    }
+    const engine = this.ctx.engine
+    const out = serializeResponseHead(head, false)
+    this.status = 101
+    this.bytesOut += out.length
+    this.socket.write(out, 'latin1')
+    if (rest !== null) this.socket.write(rest)
+    const upstreamSocket = conn.takeSocket()
+    this.target!.active--
+    this.upstream = null
+    // From here on the tunnel owns both sockets; this object only keeps the books.
+    this.state = State.Tunnel
+    this.deadline = 0
+    this.socket.removeAllListeners('data')
+    this.socket.removeAllListeners('end')
+    this.socket.removeAllListeners('drain')
+    if (this.buf !== null) {
+      upstreamSocket.write(this.buf)
+      this.buf = null
+    }
+    if (this.pausedForReadAhead || this.pausedForUpstream) {
+      this.pausedForReadAhead = this.pausedForUpstream = false
+      this.socket.resume()
+    }
+    this.publishDone()
+    const info = { listener: this.ctx.name, target: conn.target.key, workspaceKey: this.dest!.workspaceKey, routeId: this.dest!.routeId }
+    const tunnel = new Tunnel(this.socket, upstreamSocket, info, engine.settings.timeouts.tunnelIdleMs, engine.sweeper, (t) => {
+      engine.tunnels.delete(t)
+      if (tunnelClosed.hasSubscribers) tunnelClosed.publish({ ...info, durationMs: t.durationMs, bytesUp: t.bytesUp, bytesDown: t.bytesDown })
+    })
+    engine.tunnels.add(tunnel)
+    if (tunnelOpened.hasSubscribers) tunnelOpened.publish(info)
+  }
+
+  onUpstreamError(err: GatewayError, retryable: boolean): void {
+    const head = this.head
+    const target = this.target
+    if (head === null || target === null) return
+    this.upstream = null
+    target.active--
+    target.errors++
+    if (upstreamFailed.hasSubscribers) upstreamFailed.publish({ target: target.key, code: err.code, message: err.message })
+    // A pooled connection that died before answering may just have been closed by the
+    // upstream's keep-alive timer: retry once on a fresh one, for safe bodiless methods only.
+    if (retryable && !this.retried && !this.resStarted && !head.hasBody &&
+        (head.method === 'GET' || head.method === 'HEAD' || head.method === 'OPTIONS')) {
+      this.retried = true
+      const conn = target.acquireFresh()
+      this.upstream = conn
+      const t = this.ctx.engine.settings.timeouts
+      conn.send(this, this.upstreamHead, null, head.method === 'HEAD', head.websocket, t.responseMs, this.ctx.engine.sweeper.now)
+      return
+    }
+    this.fail(err)
+  }
+
+  private finishExchange(): void {
+    this.publishDone()
+    const conn = this.upstream
+    if (conn !== null) {
+      this.upstream = null
+      if (this.upstreamPaused) {
+        this.upstreamPaused = false
+        conn.socket.resume()
+      }
+      if (!this.reqDone) conn.reusable = false
+      this.target!.release(conn)
+    }
+    this.resetExchange()
+    if (this.closeAfter || this.clientEnded) {
+      this.state = State.Closed
+      this.socket.end()
+      return
+    }
+    const engine = this.ctx.engine
+    this.state = State.Head
+    this.deadline = engine.sweeper.after(engine.settings.timeouts.keepAliveMs)
+    if (this.pausedForReadAhead) {
+      this.pausedForReadAhead = false
+      if (!this.pausedForUpstream) this.socket.resume()
+    }
+    if (this.buf !== null) {
+      this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
+      this.readHead(null)
+    }
+  }
+
+  private resetExchange(): void {
+    this.head = null
+    this.dest = null
+    this.target = null
+    this.scanner = null
+    this.pendingHead = null
+    this.pausedForUpstream = false
+  }
+
+  private publishDone(): void {
+    if (!requestDone.hasSubscribers) return
+    // A head that failed to parse is reported too, with "-" for what it never said.
+    const head = this.head
+    requestDone.publish({
+      listener: this.ctx.name,
+      clientAddress: this.clientAddress,
+      method: head?.method ?? '-',
+      host: head?.host ?? null,
+      path: head?.path ?? '-',
+      status: this.status,
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      durationMs: performance.now() - this.startedAt,
+      routeId: this.dest?.routeId ?? null,
+      target: this.target?.key ?? null,
+      requestId: this.requestId,
+      error: this.errorCode,
+      time: this.startedAtEpoch,
+    })
+  }
+
+  // ---- failures and the end of the connection ---------------------------------------
+
+  /**
+   * The one place a failure reaches the client: an error response when nothing of the
+   * response was sent yet, else an abort (a reset, so a truncated body is never taken for a
+   * complete one). The connection closes either way: after an error the byte stream of the
+   * request may be out of step. The upstream connection, if any, is dropped.
+   */
+  fail(err: GatewayError): void {
+    if (this.state === State.Closed || this.state === State.Tunnel) return
+    const conn = this.upstream
+    if (conn !== null) {
+      this.upstream = null
+      conn.destroy()
+      this.target!.active--
+    }
+    this.errorCode = err.code
+    if (this.resStarted) {
+      this.publishDone()
+      this.abort()
+      return
+    }
+    this.status = err.statusCode
+    if (this.head === null) {
+      this.startedAt = performance.now()
+      this.startedAtEpoch = this.ctx.engine.sweeper.now
+    }
+    const out = renderError(err, true)
+    this.bytesOut += out.length
+    this.publishDone()
+    this.resetExchange()
+    this.state = State.Closed
+    this.deadline = this.ctx.engine.sweeper.after(5000) // lingering-close bound
+    this.socket.end(out, 'latin1')
+  }
+
+  private abort(): void {
+    this.state = State.Closed
+    this.resetExchange()
+    this.socket.resetAndDestroy()
+  }
+
+  expire(): void {
+    switch (this.state) {
+      case State.Head:
+        if (this.requests > 0 && this.buf === null) {
+          this.state = State.Closed // an idle keep-alive connection: close quietly
+          this.socket.end()
+          this.deadline = this.ctx.engine.sweeper.after(5000)
+        } else {
+          this.fail(new GatewayError('request_timeout', `request head not complete in ${this.ctx.engine.settings.timeouts.headersMs} ms`))
+        }
+        return
+      case State.Body:
+        this.fail(new GatewayError('request_timeout', 'the request body stalled'))
+        return
+      case State.Closed:
+        this.socket.destroy() // a peer that never read our final answer
+        return
+      default:
+        this.deadline = 0
+    }
+  }
+
+  /** Shutdown: close now when idle, else after the exchange in flight. */
+  drain(): void {
+    this.closeAfter = true
+    if (this.idle) {
+      this.state = State.Closed
+      this.socket.end()
+      this.deadline = this.ctx.engine.sweeper.after(5000)
+    }
+  }
+
+  private onClientEnd(): void {
+    this.clientEnded = true
+    switch (this.state) {
+      case State.Head:
+        // FIN between requests, or in the middle of a head that will never complete.
+        if (this.buf !== null) this.fail(new GatewayError('bad_request', 'the connection ended inside a request head'))
+        else {
+          this.state = State.Closed
+          this.socket.end()
+        }
+        return
+      case State.Body:
+        // The client gave up mid-upload: the upstream must not wait for the rest.
+        this.fail(new GatewayError('bad_request', 'the connection ended inside a request body'))
+        return
+      default:
+        // Request complete: the response still goes out, then the connection closes.
+        this.closeAfter = true
+    }
+  }
+
+  private onClientGone(): void {
+    if (this.state === State.Tunnel) {
+      this.forget()
+      return
+    }
+    const conn = this.upstream
+    if (conn !== null) {
+      // The response has nowhere to go; the upstream connection is in an unknown state.
+      this.upstream = null
+      conn.destroy()
+      this.target!.active--
+      if (this.errorCode === null) this.errorCode = 'client_closed'
+      this.publishDone()
+    }
+    this.state = State.Closed
+    this.resetExchange()
+    this.forget()
+  }
+
+  private forgotten = false
+  private forget(): void {
+    if (this.forgotten) return
+    this.forgotten = true
+    const engine = this.ctx.engine
+    engine.connections.delete(this)
+    engine.sweeper.delete(this)
+    this.ctx.open--
+    if (!this.socket.destroyed) this.socket.destroy()
+  }
+}
+
+function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err
+  return new GatewayError('bad_request', err instanceof Error ? err.message : String(err))
+}

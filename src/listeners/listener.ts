@@ -1,0 +1,98 @@
+// A front listener: a plain TCP or TLS server whose connections become ClientConnections.
+// Node's HTTP server is not used: the gateway parses HTTP/1.1 itself (http1/), which is both
+// stricter and faster for a proxy that forwards bytes it does not need to interpret.
+
+import net from 'node:net'
+import tls from 'node:tls'
+import type { ListenerConfig } from '../config/types.js'
+import { GatewayError, renderError } from '../errors.js'
+import { gatewayEvent } from '../observability/channels.js'
+import { ClientConnection, type ListenerContext } from './client-connection.js'
+import type { Engine } from './engine.js'
+import { bindError } from './startup-error.js'
+import type { TlsContexts } from './tls-contexts.js'
+
+export class Listener {
+  readonly ctx: ListenerContext
+  private readonly server: net.Server
+
+  constructor(readonly config: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
+    this.ctx = { name: config.name, proto: contexts === null ? 'http' : 'https', port: config.port, workspacesOnly: config.workspacesOnly, engine, open: 0 }
+    const onSocket = (socket: net.Socket) => this.accept(socket)
+    if (contexts === null) {
+      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket)
+    } else {
+      this.server = tls.createServer({
+        allowHalfOpen: true,
+        noDelay: true,
+        minVersion: 'TLSv1.2',
+        ...contexts.defaultPem,
+        // A handshake is a request head of sorts: same deadline (slowloris on TLS).
+        handshakeTimeout: engine.settings.timeouts.headersMs,
+        SNICallback: (servername, cb) => {
+          const c = this.contexts!
+          cb(null, c.forServerName(servername) ?? c.defaultContext)
+        },
+      }, onSocket)
+      // Failed handshakes are the client's problem; they must never reach 'error'.
+      this.server.on('tlsClientError', (_err, socket) => socket.destroy())
+    }
+    this.server.on('error', (err) => {
+      if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: config.name, message: err.message })
+    })
+  }
+
+  /** New certificates for the next handshakes; open connections keep theirs. */
+  setCertificates(contexts: TlsContexts): void {
+    if (this.contexts === null) return
+    this.contexts = contexts
+    ;(this.server as tls.Server).setSecureContext({ ...contexts.defaultPem, minVersion: 'TLSv1.2' })
+  }
+
+  get tls(): boolean {
+    return this.contexts !== null
+  }
+
+  get name(): string {
+    return this.config.name
+  }
+
+  listen(): Promise<void> {
+    const { host, port } = this.config
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => reject(bindError(`listener "${this.config.name}"`, host, port, err))
+      this.server.once('error', onError)
+      this.server.listen({ host, port, backlog: 4096 }, () => {
+        this.server.off('error', onError)
+        const addr = this.server.address() as net.AddressInfo
+        this.ctx.port = addr.port
+        resolve()
+      })
+    })
+  }
+
+  address(): net.AddressInfo {
+    return this.server.address() as net.AddressInfo
+  }
+
+  private accept(socket: net.Socket): void {
+    const engine = this.ctx.engine
+    const limits = engine.settings.limits
+    // Over capacity: answer instead of silently dropping (the client learns why), and never
+    // parse anything from it. Admin and open connections are unaffected.
+    if (engine.connections.size >= limits.maxConnections || engine.draining) {
+      socket.on('error', () => socket.destroy())
+      const err = new GatewayError('over_capacity', engine.draining ? 'the gateway is shutting down' : `${limits.maxConnections} connections open`)
+      if (gatewayEvent.hasSubscribers && !engine.draining) gatewayEvent.publish({ event: 'limit_hit', limit: 'maxConnections', listener: this.config.name })
+      socket.end(renderError(err, true), 'latin1')
+      setTimeout(() => socket.destroy(), 1000).unref()
+      return
+    }
+    new ClientConnection(socket, this.ctx)
+  }
+
+  /** Stops accepting; open connections are left to the caller. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}

@@ -1,0 +1,87 @@
+// Where a request goes, in the contract's order: a workspace host name, then a workspace path
+// (`/{port}_{host}/...`), then the static route table. Workspace targets come only from the
+// registry (through the route cache): a key the registry does not know is answered 404 without
+// a connection attempted anywhere, so the gateway is never an open proxy.
+
+import { GatewayError } from '../errors.js'
+import type { RequestHead } from '../http1/request-head.js'
+import { hostKey, pathKey } from '../registry/workspace-key.js'
+import type { Target } from '../upstream/target.js'
+import type { TargetSet } from '../upstream/target-set.js'
+import type { UpstreamGroup } from '../upstream/upstream-group.js'
+import { RouteTable, type RouteDefinition } from './route-table.js'
+
+/** What the forwarding engine needs from a routing decision. */
+export interface Destination {
+  readonly routeId: string
+  /** The registry key for workspace requests (their tunnels close when it goes), else null. */
+  readonly workspaceKey: string | null
+  pick(): Target
+}
+
+export type RouteSource = 'config' | 'admin'
+
+/** A static route with its upstream group resolved. */
+export class CompiledRoute implements RouteDefinition, Destination {
+  readonly workspaceKey = null
+  constructor(
+    readonly id: string,
+    readonly host: string | undefined,
+    readonly pathPrefix: string,
+    readonly source: RouteSource,
+    readonly group: UpstreamGroup,
+  ) {}
+
+  get routeId(): string {
+    return this.id
+  }
+
+  pick(): Target {
+    return this.group.pick()
+  }
+}
+
+class WorkspaceDestination implements Destination {
+  readonly routeId = 'workspace'
+  constructor(readonly workspaceKey: string, private readonly target: Target) {}
+  pick(): Target {
+    return this.target
+  }
+}
+
+/** The route cache, as the router sees it: a sync answer when cached, else a promise. */
+export interface WorkspaceResolver {
+  resolve(key: string): { readonly target: string } | null | Promise<{ readonly target: string } | null>
+}
+
+export class Router {
+  constructor(
+    /** Swapped whole on every change; read once per request. */
+    public table: RouteTable<CompiledRoute>,
+    private readonly resolver: WorkspaceResolver | null,
+    public hostSuffix: string | null,
+    private readonly targets: TargetSet,
+  ) {}
+
+  /** Throws GatewayError (`no_route`); workspace lookups may return a promise. */
+  route(head: RequestHead, workspacesOnly: boolean): Destination | Promise<Destination> {
+    const host = head.host
+    let key: string | null = null
+    if (host !== null && this.hostSuffix !== null) key = hostKey(host, this.hostSuffix)
+    if (key === null) key = pathKey(head.path)?.key ?? null
+    if (key !== null && this.resolver !== null) {
+      const entry = this.resolver.resolve(key)
+      if (entry === null || typeof (entry as Promise<unknown>).then !== 'function') return this.workspace(key, entry as { target: string } | null)
+      return (entry as Promise<{ target: string } | null>).then((e) => this.workspace(key!, e))
+    }
+    if (workspacesOnly) throw new GatewayError('no_route', 'this listener serves workspace requests only')
+    const route = this.table.match(host, head.path)
+    if (route === null) throw new GatewayError('no_route', `no route for ${head.path}`)
+    return route
+  }
+
+  private workspace(key: string, entry: { target: string } | null): Destination {
+    if (entry === null) throw new GatewayError('unknown_workspace_server', `the registry knows no workspace server ${JSON.stringify(key)}`)
+    return new WorkspaceDestination(key, this.targets.get(entry.target))
+  }
+}

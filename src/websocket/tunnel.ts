@@ -1,0 +1,88 @@
+// The two-way byte tunnel behind a websocket upgrade. One function wires both directions with
+// backpressure, and every way a socket can end (FIN, error, close, idle timeout, teardown by
+// the registry, shutdown) closes its partner: no socket outlives the other (the classic
+// node-http-proxy leak was a.pipe(b) without this wiring).
+
+import type { Duplex } from 'node:stream'
+import type { DeadlineSweeper, Expirable } from '../timers.js'
+
+/** After one side ends, the other gets this long to flush before both are destroyed. */
+const HALF_CLOSE_GRACE_MS = 5000
+
+export interface TunnelInfo {
+  readonly listener: string
+  readonly target: string
+  readonly workspaceKey: string | null
+  readonly routeId: string
+}
+
+export class Tunnel implements Expirable {
+  deadline: number
+  lastActivity: number
+  bytesUp = 0
+  bytesDown = 0
+  /** When a FIN arrived from one side: the time by which both are destroyed; 0 before. */
+  private halfClosedAt = 0
+  private closed = false
+  private readonly openedAt: number
+
+  constructor(
+    readonly client: Duplex,
+    readonly upstream: Duplex,
+    readonly info: TunnelInfo,
+    private readonly idleMs: number,
+    private readonly sweeper: DeadlineSweeper,
+    private readonly onClose: (t: Tunnel) => void,
+  ) {
+    this.openedAt = this.lastActivity = sweeper.now
+    this.deadline = sweeper.now + idleMs
+    sweeper.add(this)
+    this.wire(client, upstream, true)
+    this.wire(upstream, client, false)
+  }
+
+  get durationMs(): number {
+    return Date.now() - this.openedAt
+  }
+
+  private wire(from: Duplex, to: Duplex, up: boolean): void {
+    from.on('data', (chunk: Buffer) => {
+      if (up) this.bytesUp += chunk.length
+      else this.bytesDown += chunk.length
+      this.lastActivity = this.sweeper.now
+      if (!to.write(chunk)) from.pause()
+    })
+    to.on('drain', () => from.resume())
+    from.on('end', () => {
+      // A FIN is passed on, and the tunnel is given a short grace to flush before both go.
+      to.end()
+      if (this.halfClosedAt === 0) {
+        this.halfClosedAt = this.sweeper.now + HALF_CLOSE_GRACE_MS
+        this.deadline = Math.min(this.deadline, this.halfClosedAt)
+      }
+    })
+    from.on('error', () => this.close())
+    from.on('close', () => this.close())
+  }
+
+  /** Idle past tunnelIdleMs, or a half-closed tunnel past its grace. */
+  expire(now: number): void {
+    const idleAt = this.lastActivity + this.idleMs
+    if (idleAt <= now || (this.halfClosedAt !== 0 && this.halfClosedAt <= now)) {
+      this.close()
+      return
+    }
+    // Traffic since the deadline was armed: push it out (data events only stamp the clock).
+    this.deadline = this.halfClosedAt !== 0 ? Math.min(idleAt, this.halfClosedAt) : idleAt
+  }
+
+  /** Destroys both sockets at once; safe to call more than once. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.sweeper.delete(this)
+    this.client.destroy()
+    this.upstream.destroy()
+    this.onClose(this)
+  }
+}
