@@ -1,6 +1,6 @@
 // The configuration's shape, as the contract (shared/CONTRACT.md) names it. Every object the
-// gateway runs on is the frozen result of `loadConfig` (config/load.ts): defaults applied,
-// validated, deep-frozen. Units are in the names (`Ms`, `Bytes`).
+// gateway runs on is the frozen result of `loadConfigFile` or `parseConfig` (config/load.ts):
+// defaults applied (config/defaults.ts), validated, deep-frozen. Units are in the names.
 
 export interface TlsConfig {
   /** PEM certificate chain file, relative to the config file's folder. */
@@ -23,9 +23,13 @@ export interface ListenerConfig {
   readonly tls?: TlsConfig
 }
 
+export type BalanceStrategy = 'round-robin' | 'least-connections'
+
 export interface UpstreamConfig {
   /** "host:port" targets. */
   readonly targets: readonly string[]
+  /** How a request picks one of `targets`. Default "round-robin". */
+  readonly balance: BalanceStrategy
 }
 
 export interface RouteConfig {
@@ -62,6 +66,11 @@ export interface AdminConfig {
   readonly port: number
   readonly token: string | null
   readonly tokenFile: string | null
+  /**
+   * Allow route and upstream targets on link-local / cloud metadata addresses
+   * (169.254.0.0/16, fe80::/10, ...). Default false: such a target is a config error.
+   */
+  readonly allowMetadataTargets: boolean
 }
 
 export interface TimeoutsConfig {
@@ -70,12 +79,25 @@ export interface TimeoutsConfig {
   readonly responseMs: number
   readonly tunnelIdleMs: number
   readonly shutdownGraceMs: number
+  /** Idle time before a client keep-alive connection is closed. */
+  readonly keepAliveMs: number
+  /** Idle time before a pooled upstream connection is closed. */
+  readonly upstreamIdleMs: number
 }
 
 export interface LimitsConfig {
   readonly maxHeaderBytes: number
+  readonly maxHeaderCount: number
   readonly maxBodyBytes: number
   readonly maxConnections: number
+  /** Open connections allowed per client address; 0: no per-client limit. */
+  readonly maxConnectionsPerClient: number
+}
+
+export interface AccessLogConfig {
+  readonly enabled: boolean
+  /** File the access log is appended to; null: stdout. */
+  readonly path: string | null
 }
 
 export interface GatewayConfig {
@@ -88,4 +110,13 @@ export interface GatewayConfig {
   readonly limits: LimitsConfig
   /** Where the embedded registry and admin routes persist; relative to the config file. */
   readonly stateFile: string
+  /** Worker processes; "auto": one per CPU core. */
+  readonly workers: number | 'auto'
+  readonly accessLog: AccessLogConfig
+}
+
+/** One config problem: `path` is a JSON path (`listeners[2].port`, `upstreams.master.targets[0]`). */
+export interface ConfigIssue {
+  readonly path: string
+  readonly message: string
 }

@@ -1,0 +1,305 @@
+#!/usr/bin/env node
+// The `gateway` command: argument parsing and wiring only. Each command is one entry of
+// COMMANDS; the work happens in config/, listeners/ and gateway.ts.
+//
+// Exit codes: 0 success, 1 the command failed (invalid config, port in use, ...),
+// 2 the command line itself is wrong (unknown command or option, missing value).
+
+import { realpathSync } from 'node:fs'
+import { isAbsolute, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, formatIssues, loadConfigFile, resolveConfigPath, type ConfigIssue, type LoadedConfig } from './config/load.js'
+import { createCertificates, defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
+
+export interface CliIo {
+  readonly out: (line: string) => void
+  readonly err: (line: string) => void
+  readonly env: NodeJS.ProcessEnv
+  readonly cwd: string
+  /** Ends the process at once (a second SIGTERM while draining). */
+  readonly exit: (code: number) => never
+}
+
+interface FlagSpec {
+  /** Takes a value (`--config FILE`) or is a switch (`--help`). */
+  readonly value?: string
+  readonly help: string
+}
+
+interface ParsedArgs {
+  readonly flags: Readonly<Record<string, string | true>>
+  readonly positionals: readonly string[]
+}
+
+interface Command {
+  readonly summary: string
+  /** Positional arguments, as shown in usage ("ID", "FILE"); none when empty. */
+  readonly args?: string
+  readonly flags: Readonly<Record<string, FlagSpec>>
+  run(args: ParsedArgs, io: CliIo): Promise<number>
+}
+
+/** What cli.ts needs of src/gateway.ts (owned by the gateway's lifecycle, not by the CLI). */
+interface RunningGateway {
+  reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }>
+  drain(): Promise<void>
+}
+interface GatewayModule {
+  Gateway: { start(loaded: LoadedConfig): Promise<RunningGateway> }
+}
+// Loaded on `start` only, so `check` and `certs` stay fast and never load the data path.
+const GATEWAY_MODULE = './gateway.js'
+
+const CONFIG_FLAG: FlagSpec = { value: 'FILE', help: 'config file (default: $GATEWAY_CONFIG, else the embedded gateway.config.json)' }
+
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  start: {
+    summary: 'run the gateway',
+    flags: { config: CONFIG_FLAG },
+    run: start,
+  },
+  check: {
+    summary: 'validate a config file; print every problem with its JSON path',
+    flags: { config: CONFIG_FLAG },
+    run: check,
+  },
+  certs: {
+    summary: 'write a CA and a server certificate and key signed by it',
+    flags: {
+      out: { value: 'DIR', help: 'folder for ca.crt, ca.key, gateway.crt, gateway.key (required)' },
+      hosts: { value: 'A,B,...', help: 'comma-separated DNS names, *.wildcards and IP addresses (required)' },
+      days: { value: 'N', help: 'server certificate lifetime in days (default 825)' },
+    },
+    run: certs,
+  },
+}
+
+async function start(args: ParsedArgs, io: CliIo): Promise<number> {
+  const loaded = await loadOrReport(args, io)
+  if (!loaded) return 1
+  const { config } = loaded
+  try {
+    const tls = config.listeners.flatMap((listener) => listener.tls ? [listener.tls] : [])
+    const created = await ensureCertificates(tls, defaultCertificateHosts(config.workspaces.hostSuffix))
+    for (const file of created) io.err(`created self-signed ${describeFile(file)}: ${display(file, io)}`)
+  } catch (err) {
+    io.err(`error: ${(err as Error).message}`)
+    return 1
+  }
+
+  const { Gateway } = await import(GATEWAY_MODULE) as GatewayModule
+  let gateway: RunningGateway
+  try {
+    gateway = await Gateway.start(loaded)
+  } catch (err) {
+    io.err(`error: ${(err as Error).message}`)
+    return 1
+  }
+
+  return new Promise<number>((done) => {
+    let draining = false
+    const stop = (signal: NodeJS.Signals): void => {
+      if (draining) {
+        io.err(`${signal} while draining: exiting now`)
+        io.exit(1)
+      }
+      draining = true
+      io.err(`${signal}: draining (a second signal exits at once)`)
+      gateway.drain().then(() => {
+        process.off('SIGHUP', reload)
+        done(0)
+      }, (err: unknown) => {
+        io.err(`error: drain failed: ${(err as Error).message}`)
+        done(1)
+      })
+    }
+    const reload = (): void => {
+      gateway.reload().then((result) => {
+        if (result.ok) io.err(`SIGHUP: reloaded ${display(loaded.file, io)}`)
+        else for (const line of formatIssues(display(loaded.file, io), result.errors ?? [])) io.err(`SIGHUP: reload rejected: ${line}`)
+      }, (err: unknown) => io.err(`SIGHUP: reload failed: ${(err as Error).message}`))
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+    process.on('SIGHUP', reload)
+  })
+}
+
+async function check(args: ParsedArgs, io: CliIo): Promise<number> {
+  const loaded = await loadOrReport(args, io)
+  if (!loaded) return 1
+  io.out(`ok: ${display(loaded.file, io)}`)
+  return 0
+}
+
+async function certs(args: ParsedArgs, io: CliIo): Promise<number> {
+  const out = args.flags.out
+  const hostList = args.flags.hosts
+  if (typeof out !== 'string') return usageError('certs', 'missing --out DIR', io)
+  if (typeof hostList !== 'string') return usageError('certs', 'missing --hosts A,B,...', io)
+  const hosts = hostList.split(',').map((h) => h.trim()).filter((h) => h !== '')
+  if (hosts.length === 0) return usageError('certs', '--hosts names no host', io)
+  let days: number | undefined
+  if (args.flags.days !== undefined) {
+    days = Number(args.flags.days)
+    if (!Number.isInteger(days) || days < 1) return usageError('certs', `--days must be a positive integer, got "${args.flags.days}"`, io)
+  }
+  try {
+    const files = await createCertificates({ outDir: resolve(io.cwd, out), hosts, days })
+    io.out(`wrote ${display(files.caCert, io)}  (CA certificate: install it where clients look for trusted CAs)`)
+    io.out(`wrote ${display(files.caKey, io)}  (CA key, mode 0600: keep it private)`)
+    io.out(`wrote ${display(files.cert, io)}  (server certificate for ${hosts.join(', ')})`)
+    io.out(`wrote ${display(files.key, io)}  (server key, mode 0600)`)
+    return 0
+  } catch (err) {
+    io.err(`error: ${(err as Error).message}`)
+    return 1
+  }
+}
+
+/** The loaded config, or null after printing each problem as `FILE: path: message`. */
+async function loadOrReport(args: ParsedArgs, io: CliIo): Promise<LoadedConfig | null> {
+  const flag = typeof args.flags.config === 'string' ? resolve(io.cwd, args.flags.config) : undefined
+  const env = io.env.GATEWAY_CONFIG ? { GATEWAY_CONFIG: resolve(io.cwd, io.env.GATEWAY_CONFIG) } : {}
+  const file = resolveConfigPath(flag, env)
+  try {
+    return await loadConfigFile(file)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    for (const line of formatIssues(display(err.file, io), err.issues)) io.err(line)
+    return null
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line parsing
+
+/** Runs one command line (without `node` and the script); resolves with the exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined) {
+    io.err(usage())
+    return 2
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    const topic = rest[0]
+    if (topic !== undefined && Object.hasOwn(COMMANDS, topic)) io.out(commandUsage(topic))
+    else io.out(usage())
+    return 0
+  }
+  if (!Object.hasOwn(COMMANDS, name)) {
+    const problem = name.startsWith('-') ? `unknown option "${name}"` : `unknown command "${name}"`
+    io.err(`error: ${problem}\n\n${usage()}`)
+    return 2
+  }
+  const command = COMMANDS[name]
+  const parsed = parseArgs(rest, command.flags)
+  if ('error' in parsed) return usageError(name, parsed.error, io)
+  if (parsed.flags.help === true) {
+    io.out(commandUsage(name))
+    return 0
+  }
+  if (!command.args && parsed.positionals.length > 0) {
+    return usageError(name, `unexpected argument "${parsed.positionals[0]}"`, io)
+  }
+  return command.run(parsed, io)
+}
+
+function parseArgs(args: readonly string[], spec: Readonly<Record<string, FlagSpec>>): ParsedArgs | { error: string } {
+  const flags: Record<string, string | true> = {}
+  const positionals: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]
+    if (arg === '--') {
+      positionals.push(...args.slice(i + 1))
+      break
+    }
+    if (arg === '-h') { flags.help = true; continue }
+    if (!arg.startsWith('--')) {
+      if (arg.startsWith('-') && arg !== '-') return { error: `unknown option "${arg}"` }
+      positionals.push(arg)
+      continue
+    }
+    const eq = arg.indexOf('=')
+    const name = arg.slice(2, eq === -1 ? undefined : eq)
+    if (name === 'help') { flags.help = true; continue }
+    if (!Object.hasOwn(spec, name)) return { error: `unknown option "--${name}"` }
+    if (!spec[name].value) {
+      if (eq !== -1) return { error: `option "--${name}" takes no value` }
+      flags[name] = true
+      continue
+    }
+    let value: string | undefined = eq === -1 ? args[++i] : arg.slice(eq + 1)
+    if (value === undefined || value === '' || (eq === -1 && value.startsWith('--'))) {
+      return { error: `option "--${name}" needs a value (${spec[name].value})` }
+    }
+    flags[name] = value
+  }
+  return { flags, positionals }
+}
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length))
+  return [
+    'usage: gateway <command> [options]',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run "gateway <command> --help" for its options.',
+  ].join('\n')
+}
+
+function commandUsage(name: string): string {
+  const command = COMMANDS[name]
+  const flags = Object.entries(command.flags).map(([flag, spec]) => [`--${flag}${spec.value ? ` ${spec.value}` : ''}`, spec.help])
+  const width = Math.max(0, ...flags.map(([left]) => left.length))
+  return [
+    `usage: gateway ${name}${command.args ? ` ${command.args}` : ''}${flags.length ? ' [options]' : ''}`,
+    '',
+    command.summary,
+    ...(flags.length ? ['', 'options:', ...flags.map(([left, help]) => `  ${left.padEnd(width)}  ${help}`)] : []),
+  ].join('\n')
+}
+
+function usageError(name: string, problem: string, io: CliIo): number {
+  io.err(`error: ${problem}\n\n${commandUsage(name)}`)
+  return 2
+}
+
+/** A path as the operator reads it: relative to where they ran the command, when inside it. */
+function display(file: string, io: CliIo): string {
+  const rel = relative(io.cwd, file)
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file
+}
+
+function describeFile(file: string): string {
+  if (file.endsWith('ca.crt')) return 'CA certificate (trust it in clients)'
+  if (file.endsWith('ca.key')) return 'CA key'
+  return file.endsWith('.key') ? 'TLS key' : 'TLS certificate'
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function isMain(): boolean {
+  // realpath: npm runs bins through a symlink (node_modules/.bin/gateway -> dist/cli.js).
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)
+  } catch {
+    return false
+  }
+}
+
+if (isMain()) {
+  const io: CliIo = {
+    out: (line) => { process.stdout.write(`${line}\n`) },
+    err: (line) => { process.stderr.write(`${line}\n`) },
+    env: process.env,
+    cwd: process.cwd(),
+    exit: (code) => process.exit(code),
+  }
+  runCli(process.argv.slice(2), io).then((code) => process.exit(code), (err: unknown) => {
+    process.stderr.write(`error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+    process.exit(1)
+  })
+}
