@@ -45,14 +45,29 @@ export function reasonPhrase(status: number): string {
 /**
  * The gateway's own response, as the bytes written to the client. `close` adds
  * `Connection: close` (every framing error ends the connection: after one, the byte stream
- * can no longer be trusted, RFC 9112 section 11.2).
+ * can no longer be trusted, RFC 9112 section 11.2). `accept` is the client's Accept header:
+ * API clients asking for JSON get a JSON body. `errorPage` (an upstream's maintenance page)
+ * is served as a 503 to browsers when that upstream cannot answer, as HAProxy's errorfile did.
  */
-export function renderError(err: GatewayError, close: boolean): string {
-  const body = `${err.statusCode} ${reasonPhrase(err.statusCode)}: ${err.code}: ${err.message}\n`
-  return `HTTP/1.1 ${err.statusCode} ${reasonPhrase(err.statusCode)}\r\n` +
+export function renderError(err: GatewayError, close: boolean, accept: string | null = null, errorPage: string | null = null): Buffer {
+  let status = err.statusCode
+  let type = 'text/plain; charset=utf-8'
+  let body: string
+  if (errorPage !== null && status >= 502 && accept !== null && accept.includes('text/html')) {
+    status = 503
+    type = 'text/html; charset=utf-8'
+    body = errorPage
+  } else if (accept !== null && accept.includes('application/json') && !accept.includes('text/html')) {
+    type = 'application/json'
+    body = `${JSON.stringify({ error: err.code, status, message: err.message })}\n`
+  } else {
+    body = `${status} ${reasonPhrase(status)}: ${err.code}: ${err.message}\n`
+  }
+  return Buffer.from(`HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n` +
     `x-gateway-error: ${err.code}\r\n` +
-    'content-type: text/plain; charset=utf-8\r\n' +
+    `content-type: ${type}\r\n` +
+    'cache-control: no-store\r\n' +
     `content-length: ${Buffer.byteLength(body)}\r\n` +
     (close ? 'connection: close\r\n' : '') +
-    '\r\n' + body
+    '\r\n' + body, 'utf8')
 }

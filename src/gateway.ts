@@ -1,6 +1,7 @@
 // Owns the lifecycle: builds every part from a validated config, starts the listeners,
 // applies route changes and reloads as whole swaps, drains on shutdown.
 
+import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { AdminServer } from './admin/admin-server.js'
 import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
@@ -20,11 +21,14 @@ import { RouteCache } from './routing/route-cache.js'
 import { RouteTable } from './routing/route-table.js'
 import { CompiledRoute, Router, type RouteSource } from './routing/router.js'
 import { DeadlineSweeper } from './timers.js'
+import { HealthChecker } from './upstream/health-checker.js'
 import { TargetSet } from './upstream/target-set.js'
 import { UpstreamGroup } from './upstream/upstream-group.js'
 
 /** Idle pooled connections kept per upstream target. */
 const MAX_IDLE_PER_TARGET = 256
+/** Passive health of targets listed on a route itself (upstream groups set their own). */
+const ROUTE_TARGET_HEALTH = Object.freeze({ maxFails: 3, cooldownMs: 10_000 })
 
 export interface ReloadResult {
   ok: boolean
@@ -42,6 +46,9 @@ export class Gateway {
   readonly listeners = new Map<string, Listener>()
   admin: AdminServer | null = null
   private adminRoutes: readonly RouteConfig[]
+  /** Maintenance pages by upstream name (read at start and reload). */
+  private errorPages: ReadonlyMap<string, string>
+  private health: HealthChecker
   private routesVersion = 1
   private draining: Promise<void> | null = null
   private closed = false
@@ -51,18 +58,29 @@ export class Gateway {
     store: RegistryStore,
     registry: EmbeddedRegistry | null,
     source: RegistrySource,
+    errorPages: ReadonlyMap<string, string>,
   ) {
     const config = loaded.config
+    this.errorPages = errorPages
     this.store = store
     this.registry = registry
     this.registrySource = source
     this.adminRoutes = readAdminRoutes(store)
-    this.sweeper = new DeadlineSweeper(() => this.targets.prune((key) => this.isStaticTarget(key)))
+    let sweeps = 0
+    // Every 40 sweeps (10 s): forget workspace targets nothing uses any more.
+    this.sweeper = new DeadlineSweeper(() => { if (++sweeps % 40 === 0) this.targets.prune((key) => this.isStaticTarget(key)) })
     this.targets = new TargetSet(this.sweeper, poolSettings(config))
     this.cache = new RouteCache(source, config.workspaces.registry)
     const router = new Router(this.compileRoutes(config, this.adminRoutes), this.cache, config.workspaces.hostSuffix, this.targets)
     this.engine = new Engine(router, engineSettings(config), this.sweeper)
     this.cache.on('server-changed', (key, previous, next) => this.onServerChanged(key, previous, next))
+    this.health = this.healthChecker(config)
+  }
+
+  private healthChecker(config: GatewayConfig): HealthChecker {
+    const groups = Object.entries(config.upstreams).filter(([, up]) => up.healthCheck !== undefined)
+      .map(([name, up]) => ({ name, check: up.healthCheck!, targets: up.targets.map((t) => this.targets.get(t)) }))
+    return new HealthChecker(groups)
   }
 
   get config(): GatewayConfig {
@@ -87,7 +105,10 @@ export class Gateway {
     } else {
       source = new RegistryClient({ url: reg.url, token: reg.token })
     }
-    const gw = new Gateway(loaded, store, registry, source)
+    const pages = await loadErrorPages(config)
+    if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
+    const gw = new Gateway(loaded, store, registry, source, pages)
+    gw.health.start()
     try {
       for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
       gw.admin = await AdminServer.start(gw)
@@ -165,24 +186,38 @@ export class Gateway {
     return this.routesVersion
   }
 
-  private compileRoutes(config: GatewayConfig, adminRoutes: readonly RouteConfig[]): RouteTable<CompiledRoute> {
+  private compileRoutes(config: GatewayConfig, adminRoutes: readonly RouteConfig[], errorPages = this.errorPages): RouteTable<CompiledRoute> {
     const groups = new Map<string, UpstreamGroup>()
+    const targetsOf = (list: readonly string[], health: { maxFails: number; cooldownMs: number }) => list.map((key) => {
+      const t = this.targets.get(key)
+      t.health = health
+      return t
+    })
     for (const [name, up] of Object.entries(config.upstreams)) {
-      groups.set(name, new UpstreamGroup(name, up.targets.map((t) => this.targets.get(t)), up.balance ?? 'round-robin'))
+      const health = { maxFails: up.maxFails, cooldownMs: up.cooldownMs }
+      groups.set(name, new UpstreamGroup(name, targetsOf(up.targets, health), up.balance ?? 'round-robin', errorPages.get(name) ?? null))
     }
     const compile = (r: RouteConfig, source: RouteSource): CompiledRoute => {
       const group = r.upstream !== undefined
         ? groups.get(r.upstream)
-        : new UpstreamGroup(`route:${r.id}`, (r.targets ?? []).map((t) => this.targets.get(t)), 'round-robin')
+        : new UpstreamGroup(`route:${r.id}`, targetsOf(r.targets ?? [], ROUTE_TARGET_HEALTH), 'round-robin')
       if (group === undefined) throw new Error(`route ${r.id} names unknown upstream ${r.upstream}`) // validated before: a bug
       return new CompiledRoute(r.id, r.host, r.pathPrefix, source, group)
     }
     return new RouteTable([...config.routes.map((r) => compile(r, 'config')), ...adminRoutes.map((r) => compile(r, 'admin'))])
   }
 
+  private staticKeys: { table: RouteTable<CompiledRoute>; keys: Set<string> } | null = null
+
+  /** Does a static route (of the table in force) name this target? */
   private isStaticTarget(key: string): boolean {
-    for (const r of this.engine.router.table.routes) if (r.group.targets.some((t) => t.key === key)) return true
-    return false
+    const table = this.engine.router.table
+    if (this.staticKeys === null || this.staticKeys.table !== table) {
+      const keys = new Set<string>()
+      for (const r of table.routes) for (const t of r.group.targets) keys.add(t.key)
+      this.staticKeys = { table, keys }
+    }
+    return this.staticKeys.keys.has(key)
   }
 
   // ---- workspace teardown -------------------------------------------------------------
@@ -213,6 +248,8 @@ export class Gateway {
     const config = loaded.config
     const contexts = await loadAllTls(config)
     if (!(contexts instanceof Map)) return this.reloadFailed(contexts)
+    const pages = await loadErrorPages(config)
+    if (!(pages instanceof Map)) return this.reloadFailed(pages)
     const issues: ConfigIssue[] = []
     const oldReg = this.config.workspaces.registry
     if (config.workspaces.registry.url !== oldReg.url || config.workspaces.registry.token !== oldReg.token) {
@@ -221,7 +258,7 @@ export class Gateway {
     if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
     let table: RouteTable<CompiledRoute>
     try {
-      table = this.compileRoutes(config, this.adminRoutes)
+      table = this.compileRoutes(config, this.adminRoutes, pages)
     } catch (err) {
       issues.push({ path: 'routes', message: (err as Error).message })
       return this.reloadFailed(issues)
@@ -252,6 +289,10 @@ export class Gateway {
       added.push(l)
     }
     this.loaded = loaded
+    this.errorPages = pages
+    this.health.stop()
+    this.health = this.healthChecker(config)
+    this.health.start()
     this.engine.settings = engineSettings(config)
     this.targets.settings = poolSettings(config)
     const router = this.engine.router
@@ -320,6 +361,7 @@ export class Gateway {
     for (const c of [...this.engine.connections]) c.socket.destroy()
     await Promise.all(closing)
     this.targets.closeIdle()
+    this.health.stop()
     this.cache.close()
     if (this.registry !== null) this.registry.close()
     else await (this.registrySource as RegistryClient).close()
@@ -351,6 +393,23 @@ async function loadAllTls(config: GatewayConfig): Promise<Map<string, TlsContext
     else out.set(lc.name, result)
   }
   return issues.length > 0 ? issues : out
+}
+
+/** Upstreams' `errorPage` files, read whole (bounded: a maintenance page, not a site). */
+async function loadErrorPages(config: GatewayConfig): Promise<Map<string, string> | ConfigIssue[]> {
+  const pages = new Map<string, string>()
+  const issues: ConfigIssue[] = []
+  for (const [name, up] of Object.entries(config.upstreams)) {
+    if (typeof up.errorPage !== 'string') continue
+    try {
+      const text = await readFile(up.errorPage, 'utf8')
+      if (Buffer.byteLength(text) > 1024 * 1024) issues.push({ path: `upstreams.${name}.errorPage`, message: `${up.errorPage} is over 1 MiB` })
+      else pages.set(name, text)
+    } catch (err) {
+      issues.push({ path: `upstreams.${name}.errorPage`, message: `cannot read ${up.errorPage}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` })
+    }
+  }
+  return issues.length > 0 ? issues : pages
 }
 
 function readAdminRoutes(store: RegistryStore): readonly RouteConfig[] {

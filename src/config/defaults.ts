@@ -22,8 +22,8 @@ export const DEFAULTS: GatewayConfig = deepFreeze({
   ],
   /** Named target groups routes point at. */
   upstreams: {
-    master: { targets: ['127.0.0.1:8080'], balance: 'round-robin' },
-    agents: { targets: ['127.0.0.1:9000'], balance: 'round-robin' },
+    master: { targets: ['127.0.0.1:8080'], balance: 'round-robin', maxFails: 3, cooldownMs: 10_000 },
+    agents: { targets: ['127.0.0.1:9000'], balance: 'round-robin', maxFails: 3, cooldownMs: 10_000 },
   },
   /** Static routes; requests matching none of these or a workspace shape get `no_route`. */
   routes: [
@@ -112,11 +112,11 @@ export const DEFAULTS: GatewayConfig = deepFreeze({
  */
 export const ENTRY_DEFAULTS = deepFreeze({
   listener: { host: '0.0.0.0', workspacesOnly: false },
-  upstream: { balance: 'round-robin' },
+  upstream: { balance: 'round-robin', maxFails: 3, cooldownMs: 10_000 },
   route: { pathPrefix: '/' },
 } satisfies {
   listener: Pick<ListenerConfig, 'host' | 'workspacesOnly'>
-  upstream: Pick<UpstreamConfig, 'balance'>
+  upstream: Pick<UpstreamConfig, 'balance' | 'maxFails' | 'cooldownMs'>
   route: Pick<RouteConfig, 'pathPrefix'>
 })
 

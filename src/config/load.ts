@@ -78,6 +78,9 @@ export function parseConfig(raw: unknown, baseDir: string): { config: GatewayCon
     tls.sni = tls.sni?.map((entry) => ({ ...entry, cert: at(entry.cert), key: at(entry.key) }))
     if (tls.sni === undefined) delete tls.sni
   }
+  for (const up of Object.values(config.upstreams) as Mutable<GatewayConfig['upstreams'][string]>[]) {
+    if (typeof up.errorPage === 'string') up.errorPage = at(up.errorPage)
+  }
   config.stateFile = at(config.stateFile)
   const admin = config.admin as Mutable<GatewayConfig['admin']>
   if (admin.tokenFile !== null) admin.tokenFile = at(admin.tokenFile)

@@ -30,6 +30,25 @@ export interface UpstreamConfig {
   readonly targets: readonly string[]
   /** How a request picks one of `targets`. Default "round-robin". */
   readonly balance: BalanceStrategy
+  /** Consecutive connect failures that take a target out of rotation. Default 3. */
+  readonly maxFails: number
+  /** ms a failed target stays out before one trial request may bring it back. Default 10000. */
+  readonly cooldownMs: number
+  /** Active HTTP checks; absent: passive health only. */
+  readonly healthCheck?: HealthCheckConfig
+  /** HTML page served (503) to browsers when this upstream cannot answer; null: plain error. */
+  readonly errorPage?: string | null
+}
+
+export interface HealthCheckConfig {
+  /** Path requested with GET, e.g. "/api/healthz". */
+  readonly path: string
+  /** ms between checks of each target. Default 5000. */
+  readonly intervalMs?: number
+  /** ms a check may take. Default 2000. */
+  readonly timeoutMs?: number
+  /** The status a healthy target answers. Default 200. */
+  readonly expectStatus?: number
 }
 
 export interface RouteConfig {

@@ -203,9 +203,20 @@ const listener = object('a listener object', {
   tls: optional(tls),
 })
 
+const healthCheck = object('a health check object with "path"', {
+  path: required(string('a request path starting with "/"', (value) => value.startsWith('/') && !/[\s#]/.test(value) ? null : 'must start with "/" and contain no whitespace or "#"')),
+  intervalMs: optional(positiveMs),
+  timeoutMs: optional(positiveMs),
+  expectStatus: optional(integer(100, 599)),
+})
+
 const upstream = object('an upstream object with "targets"', {
   targets: required(targets),
   balance: optional(oneOf(['round-robin', 'least-connections'])),
+  maxFails: optional(positive),
+  cooldownMs: optional(positiveMs),
+  healthCheck: optional(healthCheck),
+  errorPage: optional(filePathOrNull),
 })
 
 const route = object('a route object', {

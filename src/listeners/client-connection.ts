@@ -22,6 +22,8 @@ import type { Engine } from './engine.js'
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 /** Bytes read ahead while an exchange is in flight (pipelined requests) before pausing. */
 const READ_AHEAD_BYTES = 65536
+/** Targets tried before a connect failure is answered 502 (HAProxy's default "retries 3"). */
+const MAX_CONNECT_ATTEMPTS = 3
 /** Response heads and first body chunks up to this size are sent as one buffer. */
 const COALESCE_BYTES = 16384
 
@@ -73,6 +75,10 @@ export class ClientConnection implements ResponseSink, Expirable {
   private pendingHead: string | null = null
   private closeAfter = false
   private retried = false
+  /** Targets tried for this request (connect failures move on to the next). */
+  private connectAttempts = 1
+  /** The whole request body, kept until the upstream connects (for a retry elsewhere). */
+  private replayBody: Buffer | null = null
   private clientEnded = false
   private pausedForUpstream = false
   private pausedForReadAhead = false
@@ -96,6 +102,10 @@ export class ClientConnection implements ResponseSink, Expirable {
     engine.connections.add(this)
     engine.sweeper.add(this)
     ctx.open++
+    if (engine.settings.limits.maxConnectionsPerClient > 0) {
+      this.countedPerClient = true
+      engine.perClient.set(this.clientAddress, (engine.perClient.get(this.clientAddress) ?? 0) + 1)
+    }
     this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
   }
 
@@ -226,11 +236,14 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   private forward(dest: Destination): void {
-    const head = this.head!
     const engine = this.ctx.engine
     this.dest = dest
-    const target = dest.pick()
-    this.target = target
+    const target = dest.pick(engine.sweeper.now, null)
+    if (target === null) {
+      this.fail(new GatewayError('no_healthy_upstream', `every target of route ${dest.routeId} is out of rotation`))
+      return
+    }
+    const head = this.head!
     this.upstreamHead = serializeRequestHead(head, {
       clientAddress: this.clientAddress,
       proto: this.ctx.proto,
@@ -238,11 +251,23 @@ export class ClientConnection implements ResponseSink, Expirable {
       requestId: this.requestId,
       stripCookies: dest.workspaceKey !== null && engine.settings.stripCookies.size > 0 ? engine.settings.stripCookies : null,
     })
+    this.connectTo(target)
+  }
+
+  /** Starts (or restarts, after a connect failure elsewhere) the exchange on `target`. */
+  private connectTo(target: Target): void {
+    const head = this.head!
+    const engine = this.ctx.engine
+    this.target = target
     const conn = head.websocket ? target.acquireFresh() : target.acquire()
     this.upstream = conn
     const timeouts = engine.settings.timeouts
     const bodyless = head.method === 'HEAD'
-    if (head.hasBody) {
+    if (this.replayBody !== null) {
+      // A retry after a connect failure: the whole body was kept, send it again.
+      this.state = State.Waiting
+      conn.send(this, this.upstreamHead, this.replayBody, bodyless, false, timeouts.responseMs, engine.sweeper.now)
+    } else if (head.hasBody) {
       this.state = State.Body
       this.deadline = engine.sweeper.after(timeouts.responseMs)
       this.bodyRemaining = head.contentLength
@@ -253,6 +278,12 @@ export class ClientConnection implements ResponseSink, Expirable {
       conn.send(this, this.upstreamHead, null, bodyless, false, timeouts.responseMs, engine.sweeper.now)
       if (pending !== null) this.forwardBody(pending, 0)
       conn.socket.uncork()
+      // A body that came whole with the head is kept until the upstream is known to be
+      // reachable, so a connect failure can be retried on another target.
+      if (this.reqDone && pending !== null && !conn.connected) {
+        const rest = this.buf as Buffer | null // forwardBody may have set it (pipelined bytes)
+        this.replayBody = pending.subarray(0, pending.length - (rest === null ? 0 : rest.length))
+      }
     } else {
       this.state = State.Waiting
       conn.send(this, this.upstreamHead, null, bodyless, head.websocket, timeouts.responseMs, engine.sweeper.now)
@@ -315,6 +346,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   onResponseHead(head: ResponseHead, bodyless: boolean, bodyFollows: boolean): void {
+    this.replayBody = null
     this.status = head.status
     this.resStarted = true
     // A body that runs to close, a request body still coming, a refused upgrade (relayed as
@@ -416,7 +448,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (tunnelOpened.hasSubscribers) tunnelOpened.publish(info)
   }
 
-  onUpstreamError(err: GatewayError, retryable: boolean): void {
+  onUpstreamError(err: GatewayError, retryable: boolean, connectFailed: boolean): void {
     const head = this.head
     const target = this.target
     if (head === null || target === null) return
@@ -424,6 +456,16 @@ export class ClientConnection implements ResponseSink, Expirable {
     target.active--
     target.errors++
     if (upstreamFailed.hasSubscribers) upstreamFailed.publish({ target: target.key, code: err.code, message: err.message })
+    // Nothing reached the upstream: any method may go to another target (HAProxy's
+    // "option redispatch"), as long as the body, if any, was kept whole.
+    if (connectFailed && this.connectAttempts < MAX_CONNECT_ATTEMPTS && (!head.hasBody || this.replayBody !== null)) {
+      const next = this.dest!.pick(this.ctx.engine.sweeper.now, target)
+      if (next !== null) {
+        this.connectAttempts++
+        this.connectTo(next)
+        return
+      }
+    }
     // A pooled connection that died before answering may just have been closed by the
     // upstream's keep-alive timer: retry once on a fresh one, for safe bodiless methods only.
     if (retryable && !this.retried && !this.resStarted && !head.hasBody &&
@@ -474,6 +516,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.dest = null
     this.target = null
     this.scanner = null
+    this.replayBody = null
     this.pendingHead = null
     this.pausedForUpstream = false
   }
@@ -527,13 +570,13 @@ export class ClientConnection implements ResponseSink, Expirable {
       this.startedAt = performance.now()
       this.startedAtEpoch = this.ctx.engine.sweeper.now
     }
-    const out = renderError(err, true)
+    const out = renderError(err, true, this.head === null ? null : headerValue(this.head, 'accept'), this.dest?.errorPage ?? null)
     this.bytesOut += out.length
     this.publishDone()
     this.resetExchange()
     this.state = State.Closed
     this.deadline = this.ctx.engine.sweeper.after(5000) // lingering-close bound
-    this.socket.end(out, 'latin1')
+    this.socket.end(out)
   }
 
   private abort(): void {
@@ -615,6 +658,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   private forgotten = false
+  private countedPerClient = false
   private forget(): void {
     if (this.forgotten) return
     this.forgotten = true
@@ -622,8 +666,18 @@ export class ClientConnection implements ResponseSink, Expirable {
     engine.connections.delete(this)
     engine.sweeper.delete(this)
     this.ctx.open--
+    if (this.countedPerClient) {
+      const n = (engine.perClient.get(this.clientAddress) ?? 1) - 1
+      if (n <= 0) engine.perClient.delete(this.clientAddress)
+      else engine.perClient.set(this.clientAddress, n)
+    }
     if (!this.socket.destroyed) this.socket.destroy()
   }
+}
+
+function headerValue(head: RequestHead, lower: string): string | null {
+  const i = head.lowerNames.indexOf(lower)
+  return i === -1 ? null : head.headers[i * 2 + 1]
 }
 
 function toGatewayError(err: unknown): GatewayError {

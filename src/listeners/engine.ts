@@ -22,6 +22,8 @@ export class Engine {
   /** Open front connections per client address (only kept when a per-client cap is set). */
   readonly perClient = new Map<string, number>()
   draining = false
+  /** Connections refused over a limit (maxConnections, maxConnectionsPerClient, shutdown). */
+  refused = 0
   private readonly idPrefix = randomBytes(6).toString('hex')
   private idCounter = 0
 

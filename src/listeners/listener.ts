@@ -80,15 +80,30 @@ export class Listener {
     const limits = engine.settings.limits
     // Over capacity: answer instead of silently dropping (the client learns why), and never
     // parse anything from it. Admin and open connections are unaffected.
-    if (engine.connections.size >= limits.maxConnections || engine.draining) {
-      socket.on('error', () => socket.destroy())
-      const err = new GatewayError('over_capacity', engine.draining ? 'the gateway is shutting down' : `${limits.maxConnections} connections open`)
-      if (gatewayEvent.hasSubscribers && !engine.draining) gatewayEvent.publish({ event: 'limit_hit', limit: 'maxConnections', listener: this.config.name })
-      socket.end(renderError(err, true), 'latin1')
-      setTimeout(() => socket.destroy(), 1000).unref()
+    let refusal: string | null = null
+    let limit = 'maxConnections'
+    if (engine.draining) refusal = 'the gateway is shutting down'
+    else if (engine.connections.size >= limits.maxConnections) refusal = `${limits.maxConnections} connections open`
+    else if (limits.maxConnectionsPerClient > 0 && (engine.perClient.get(socket.remoteAddress ?? '') ?? 0) >= limits.maxConnectionsPerClient) {
+      refusal = `${limits.maxConnectionsPerClient} connections open from ${socket.remoteAddress}`
+      limit = 'maxConnectionsPerClient'
+    }
+    if (refusal !== null) {
+      this.refuse(socket, refusal, limit)
       return
     }
     new ClientConnection(socket, this.ctx)
+  }
+
+  /** Answers 503 over_capacity and closes, without reading anything from the client. */
+  private refuse(socket: net.Socket, why: string, limit: string): void {
+    const engine = this.ctx.engine
+    socket.on('error', () => socket.destroy())
+    if (gatewayEvent.hasSubscribers && !engine.draining) gatewayEvent.publish({ event: 'limit_hit', limit, listener: this.config.name, client: socket.remoteAddress })
+    engine.refused++
+    socket.end(renderError(new GatewayError('over_capacity', why), true))
+    // A client that never reads the answer must not hold the socket.
+    setTimeout(() => socket.destroy(), 1000).unref()
   }
 
   /** Stops accepting; open connections are left to the caller. */

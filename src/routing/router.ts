@@ -16,7 +16,10 @@ export interface Destination {
   readonly routeId: string
   /** The registry key for workspace requests (their tunnels close when it goes), else null. */
   readonly workspaceKey: string | null
-  pick(): Target
+  /** Served (503) to browsers when the destination cannot answer; null: the plain error. */
+  readonly errorPage: string | null
+  /** A target for the next attempt (`exclude`: the one that just failed); null: none healthy. */
+  pick(now: number, exclude: Target | null): Target | null
 }
 
 export type RouteSource = 'config' | 'admin'
@@ -36,16 +39,22 @@ export class CompiledRoute implements RouteDefinition, Destination {
     return this.id
   }
 
-  pick(): Target {
-    return this.group.pick()
+  get errorPage(): string | null {
+    return this.group.errorPage
+  }
+
+  pick(now: number, exclude: Target | null): Target | null {
+    return this.group.pick(now, exclude)
   }
 }
 
 class WorkspaceDestination implements Destination {
   readonly routeId = 'workspace'
+  readonly errorPage = null
   constructor(readonly workspaceKey: string, private readonly target: Target) {}
-  pick(): Target {
-    return this.target
+  /** One container, no alternative: health does not apply (its errors are its own). */
+  pick(_now: number, exclude: Target | null): Target | null {
+    return this.target === exclude ? null : this.target
   }
 }
 

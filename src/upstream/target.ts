@@ -1,7 +1,8 @@
-// One upstream address ("host:port") and its keep-alive pool. Targets are shared: two routes
-// naming the same address share one pool, and a workspace server resolved through the
-// registry lands on the same Target as a static route to that address would.
+// One upstream address ("host:port"), its keep-alive pool and its health. Targets are shared:
+// two routes naming the same address share one pool, and a workspace server resolved through
+// the registry lands on the same Target as a static route to that address would.
 
+import { gatewayEvent } from '../observability/channels.js'
 import type { DeadlineSweeper } from '../timers.js'
 import { UpstreamConnection } from './upstream-connection.js'
 
@@ -10,6 +11,14 @@ export interface PoolSettings {
   upstreamIdleMs: number
   /** Idle connections kept per target; more are closed on release. */
   maxIdle: number
+}
+
+/** Passive health settings of the upstream group(s) a target belongs to. */
+export interface HealthSettings {
+  /** Consecutive failures that take the target out. */
+  maxFails: number
+  /** ms out of rotation before one trial request. */
+  cooldownMs: number
 }
 
 export class Target {
@@ -22,6 +31,14 @@ export class Target {
   /** Counts for /stats. */
   requests = 0
   errors = 0
+  /** Set for targets of static upstream groups; workspace targets have no health to track. */
+  health: HealthSettings | null = null
+  /** Consecutive connect (or active check) failures. */
+  failures = 0
+  /** Epoch ms until which the target is out of rotation; 0 while healthy. */
+  downUntil = 0
+  /** A request is testing a target whose cool-down ran out. */
+  private trial = false
 
   constructor(readonly key: string, private readonly sweeper: DeadlineSweeper, private readonly settings: PoolSettings) {
     const colon = key.lastIndexOf(':')
@@ -33,6 +50,47 @@ export class Target {
 
   get idleCount(): number {
     return this.idle.length
+  }
+
+  get healthy(): boolean {
+    return this.downUntil === 0
+  }
+
+  /**
+   * May this target take a request now? A target out of rotation gets exactly one trial
+   * request once its cool-down is over; that request's outcome decides (HAProxy's
+   * "observe layer4" with a slow start of one).
+   */
+  available(now: number): boolean {
+    if (this.downUntil === 0) return true
+    if (this.downUntil > now || this.trial) return false
+    this.trial = true
+    return true
+  }
+
+  /** A connection succeeded (or an active check passed). */
+  markUp(): void {
+    this.failures = 0
+    this.trial = false
+    if (this.downUntil !== 0) {
+      this.downUntil = 0
+      if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'upstream_up', target: this.key })
+    }
+  }
+
+  /** A connection failed (or an active check did). */
+  markFailed(why: string): void {
+    this.trial = false
+    const health = this.health
+    if (health === null) return
+    this.failures++
+    if (this.failures < health.maxFails && this.downUntil === 0) return
+    const wasUp = this.downUntil === 0
+    this.downUntil = this.sweeper.now + health.cooldownMs
+    if (wasUp) {
+      this.closeIdle()
+      if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'upstream_down', target: this.key, failures: this.failures, reason: why, cooldownMs: health.cooldownMs })
+    }
   }
 
   /** A pooled connection when one is idle, else a new one (connecting). */
@@ -71,6 +129,12 @@ export class Target {
     }
   }
 
+  /** A connection that failed or was abandoned mid-exchange. */
+  discard(conn: UpstreamConnection): void {
+    this.active--
+    conn.destroy()
+  }
+
   /** A connection that closed or left for a tunnel: no longer ours to time or pool. */
   forget(conn: UpstreamConnection): void {
     this.sweeper.delete(conn)
@@ -78,7 +142,7 @@ export class Target {
     if (i !== -1) this.idle.splice(i, 1)
   }
 
-  /** Closes every idle connection (the target went away, or shutdown). */
+  /** Closes every idle connection (the target went away, went down, or shutdown). */
   closeIdle(): void {
     for (const conn of this.idle.splice(0)) conn.destroy()
   }

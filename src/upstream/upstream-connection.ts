@@ -27,8 +27,11 @@ export interface ResponseSink {
   onResponseEnd(): void
   /** The 101 answer to an upgrade request; `rest` holds bytes the upstream sent after it. */
   onUpgrade(head: ResponseHead, rest: Buffer | null): void
-  /** Any failure; `retryable` when a reused connection died before a single response byte. */
-  onUpstreamError(err: GatewayError, retryable: boolean): void
+  /**
+   * Any failure. `retryable`: a reused connection died before a single response byte (a
+   * stale keep-alive). `connectFailed`: nothing reached the upstream at all.
+   */
+  onUpstreamError(err: GatewayError, retryable: boolean, connectFailed: boolean): void
   onUpstreamDrain(): void
 }
 
@@ -138,7 +141,8 @@ export class UpstreamConnection implements Expirable {
   expire(): void {
     switch (this.state) {
       case State.Connecting:
-        this.fail(new GatewayError('upstream_unreachable', `connecting to ${this.target.key} timed out`), false)
+        this.target.markFailed('connect timeout')
+        this.fail(new GatewayError('upstream_unreachable', `connecting to ${this.target.key} timed out`), false, true)
         break
       case State.AwaitHead:
         this.fail(new GatewayError('upstream_timeout', `${this.target.key} sent no response head in ${this.responseTimeoutMs} ms`), false)
@@ -152,6 +156,7 @@ export class UpstreamConnection implements Expirable {
 
   private onConnect(): void {
     if (this.state !== State.Connecting) return
+    this.target.markUp()
     if (this.sink !== null) {
       this.state = State.AwaitHead
       this.deadline = Date.now() + this.responseTimeoutMs
@@ -331,8 +336,10 @@ export class UpstreamConnection implements Expirable {
   }
 
   private onError(err: NodeJS.ErrnoException): void {
-    const e = upstreamSocketError(err, this.target.key, this.state !== State.Connecting)
-    this.fail(e, this.reused && this.bytesThisExchange === 0 && this.state === State.AwaitHead)
+    const connecting = this.state === State.Connecting
+    const e = upstreamSocketError(err, this.target.key, !connecting)
+    if (connecting) this.target.markFailed(err.code ?? err.message)
+    this.fail(e, this.reused && this.bytesThisExchange === 0 && this.state === State.AwaitHead, connecting)
   }
 
   private onClose(): void {
@@ -340,9 +347,9 @@ export class UpstreamConnection implements Expirable {
     this.target.forget(this)
   }
 
-  private fail(err: GatewayError, retryable: boolean): void {
+  private fail(err: GatewayError, retryable: boolean, connectFailed = false): void {
     const sink = this.sink
     this.destroy()
-    if (sink !== null) sink.onUpstreamError(err, retryable)
+    if (sink !== null) sink.onUpstreamError(err, retryable, connectFailed)
   }
 }

@@ -100,7 +100,7 @@ describe('parseConfig', () => {
     }, dir)
     if (!('config' in result)) throw new Error(JSON.stringify(result.errors))
     expect(result.config.listeners).toEqual([{ name: 'only', port: 0, host: '0.0.0.0', workspacesOnly: false }])
-    expect(result.config.upstreams).toEqual({ app: { targets: ['a:1'], balance: 'round-robin' } })
+    expect(result.config.upstreams).toEqual({ app: { targets: ['a:1'], maxFails: 3, cooldownMs: 10000, balance: 'round-robin' } })
     expect(result.config.routes).toEqual([{ id: 'all', upstream: 'app', pathPrefix: '/' }])
   })
 

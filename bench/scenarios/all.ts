@@ -1,0 +1,23 @@
+// Every scenario, in run order (`--scenario` selects by name).
+import { getKeepalive } from './get-keepalive.js'
+import { getNewConn } from './get-new-conn.js'
+import { httpsKeepalive } from './https-keepalive.js'
+import { post64k } from './post-64k.js'
+import { routes100k } from './routes-100k.js'
+import type { Scenario } from './scenario.js'
+import { tlsHandshakes } from './tls-handshakes.js'
+import { workspaceRoutes } from './workspace-routes.js'
+import { wsEcho } from './ws-echo.js'
+import { wsIdle } from './ws-idle.js'
+
+export const scenarios: readonly Scenario[] = [
+  getKeepalive,
+  getNewConn,
+  post64k,
+  httpsKeepalive,
+  tlsHandshakes,
+  wsEcho,
+  wsIdle,
+  routes100k,
+  workspaceRoutes,
+]
