@@ -87,8 +87,12 @@ export class Gateway {
     return this.loaded.config
   }
 
-  /** Builds and starts a gateway; throws StartupError (or StateFileError) on failure. */
-  static async start(loaded: LoadedConfig): Promise<Gateway> {
+  /**
+   * Builds and starts a gateway; throws StartupError (or StateFileError) on failure.
+   * `options.log` receives the start-up lines (default: JSON lines on stderr).
+   */
+  static async start(loaded: LoadedConfig, options: { log?: (message: string) => void } = {}): Promise<Gateway> {
+    const log = options.log ?? logLine
     const config = loaded.config
     const tlsConfigs = config.listeners.filter((l) => l.tls !== undefined).map((l) => l.tls!)
     const created = await ensureCertificates(tlsConfigs, ['localhost', '127.0.0.1', '::1'])
@@ -116,6 +120,11 @@ export class Gateway {
       await gw.close()
       throw err
     }
+    for (const [name, addr] of Object.entries(gw.addresses())) {
+      const l = gw.listeners.get(name)
+      log(`${name} listening on ${addr.address}:${addr.port}${l === undefined ? '' : ` (${l.tls ? 'https' : 'http'}${l.config.workspacesOnly ? ', workspaces only' : ''})`}`)
+    }
+    log(`registry: ${reg.url === null ? `embedded, state in ${config.stateFile}` : reg.url}`)
     return gw
   }
 
@@ -417,6 +426,6 @@ function readAdminRoutes(store: RegistryStore): readonly RouteConfig[] {
   return Array.isArray(routes) ? Object.freeze(routes as RouteConfig[]) : Object.freeze([])
 }
 
-function log(message: string): void {
+function logLine(message: string): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'info', message })}\n`)
 }

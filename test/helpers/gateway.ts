@@ -26,7 +26,7 @@ export async function startGateway(config: Record<string, unknown> = {}): Promis
   }
   const configFile = join(dir, 'gateway.json')
   writeFileSync(configFile, JSON.stringify(full, null, 2))
-  const gw = await Gateway.start(await loadConfigFile(configFile))
+  const gw = await Gateway.start(await loadConfigFile(configFile), { log: () => {} })
   return {
     gw,
     dir,
