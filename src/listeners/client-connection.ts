@@ -582,7 +582,11 @@ export class ClientConnection implements ResponseSink, Expirable {
   private abort(): void {
     this.state = State.Closed
     this.resetExchange()
-    this.socket.resetAndDestroy()
+    // A TCP reset tells the client the response is incomplete, even when it was running to
+    // close. resetAndDestroy() only works on plain TCP handles (it throws on TLS sockets);
+    // over TLS a close without close_notify says the same.
+    if (this.ctx.proto === 'http') this.socket.resetAndDestroy()
+    else this.socket.destroy()
   }
 
   expire(): void {
