@@ -5,7 +5,8 @@
 // them, so two hops would disagree on what was sent).
 
 import { HeadError } from './head-error.js'
-import { FIELD_VALUE, TARGET, TOKEN, isValidHost, listHasToken, parseDecimal } from './syntax.js'
+import { checkLineEndings, readFieldLines } from './field-lines.js'
+import { TARGET, TOKEN, isValidHost, listHasToken, parseDecimal } from './syntax.js'
 
 export class RequestHead {
   method = ''
@@ -47,54 +48,19 @@ export class RequestHead {
  * `maxHeaderCount` bounds the field lines (too many: `too_large`, answered 431).
  */
 export function parseRequestHead(s: string, maxHeaderCount: number): RequestHead {
-  // RFC 9112 section 2.2: a bare CR is invalid; we also refuse bare LF as a line terminator
-  // (a recipient MAY accept it, but a backend that does not would see other lines than we do).
-  let lf = s.indexOf('\n')
-  while (lf !== -1) {
-    if (lf === 0 || s.charCodeAt(lf - 1) !== 13) throw new HeadError('malformed', 'bare LF in the request head')
-    lf = s.indexOf('\n', lf + 1)
-  }
-  let cr = s.indexOf('\r')
-  while (cr !== -1) {
-    if (s.charCodeAt(cr + 1) !== 10) throw new HeadError('malformed', 'bare CR in the request head')
-    cr = s.indexOf('\r', cr + 1)
-  }
-
+  checkLineEndings(s, 'request')
   const head = new RequestHead()
   let eol = s.indexOf('\r\n')
   if (eol === -1) eol = s.length
   parseRequestLine(s, eol, head)
 
-  let pos = eol + 2
-  let count = 0
+  readFieldLines(s, eol + 2, maxHeaderCount, true, 'request', head.headers, head.lowerNames)
   let teSeen = false
-  while (pos < s.length) {
-    let end = s.indexOf('\r\n', pos)
-    if (end === -1) end = s.length
-    if (++count > maxHeaderCount) throw new HeadError('too_large', `more than ${maxHeaderCount} header fields`)
-    const first = s.charCodeAt(pos)
-    if (first === 32 || first === 9) throw new HeadError('malformed', 'obs-fold (a header line starting with whitespace)')
-    const colon = s.indexOf(':', pos)
-    if (colon === -1 || colon >= end) throw new HeadError('malformed', 'a header line without a colon')
-    if (colon === pos) throw new HeadError('malformed', 'an empty header name')
-    for (let i = pos; i < colon; i++) {
-      const c = s.charCodeAt(i)
-      if (TOKEN[c] === 0 || c === 0x5f) {
-        throw new HeadError('malformed', c === 0x5f ? 'a header name containing "_"' : `an invalid character in header name ${JSON.stringify(s.slice(pos, colon))}`)
-      }
-    }
-    let vs = colon + 1
-    let ve = end
-    while (vs < ve && (s.charCodeAt(vs) === 32 || s.charCodeAt(vs) === 9)) vs++
-    while (ve > vs && (s.charCodeAt(ve - 1) === 32 || s.charCodeAt(ve - 1) === 9)) ve--
-    for (let i = vs; i < ve; i++) {
-      if (FIELD_VALUE[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'a control character in a header value')
-    }
-    const name = s.slice(pos, colon)
-    const value = s.slice(vs, ve)
-    const lower = name.toLowerCase()
-    head.headers.push(name, value)
-    head.lowerNames.push(lower)
+  const fields = head.headers
+  const lowers = head.lowerNames
+  for (let j = 0; j < lowers.length; j++) {
+    const lower = lowers[j]
+    const value = fields[j * 2 + 1]
     switch (lower) {
       case 'host':
         if (head.host !== null) throw new HeadError('malformed', 'duplicate Host header')
@@ -132,7 +98,6 @@ export function parseRequestHead(s: string, maxHeaderCount: number): RequestHead
         head.wsKey = head.wsKey === null ? value : ''
         break
     }
-    pos = end + 2
   }
 
   // RFC 9112 section 6.1: a request with both is an attack vector; refuse it outright.

@@ -3,7 +3,8 @@
 // ways is refused (the gateway answers 502 and drops that connection).
 
 import { HeadError } from './head-error.js'
-import { FIELD_VALUE, TOKEN, parseDecimal } from './syntax.js'
+import { checkLineEndings, readFieldLines } from './field-lines.js'
+import { FIELD_VALUE, parseDecimal } from './syntax.js'
 
 export class ResponseHead {
   status = 0
@@ -23,16 +24,7 @@ export class ResponseHead {
 }
 
 export function parseResponseHead(s: string, maxHeaderCount: number): ResponseHead {
-  let lf = s.indexOf('\n')
-  while (lf !== -1) {
-    if (lf === 0 || s.charCodeAt(lf - 1) !== 13) throw new HeadError('malformed', 'bare LF in the response head')
-    lf = s.indexOf('\n', lf + 1)
-  }
-  let cr = s.indexOf('\r')
-  while (cr !== -1) {
-    if (s.charCodeAt(cr + 1) !== 10) throw new HeadError('malformed', 'bare CR in the response head')
-    cr = s.indexOf('\r', cr + 1)
-  }
+  checkLineEndings(s, 'response')
   const head = new ResponseHead()
   let eol = s.indexOf('\r\n')
   if (eol === -1) eol = s.length
@@ -51,28 +43,13 @@ export function parseResponseHead(s: string, maxHeaderCount: number): ResponseHe
     head.reason = s.slice(13, eol)
   }
 
-  let pos = eol + 2
-  let count = 0
+  readFieldLines(s, eol + 2, maxHeaderCount, false, 'response', head.headers, head.lowerNames)
   let te: string | null = null
-  while (pos < s.length) {
-    let end = s.indexOf('\r\n', pos)
-    if (end === -1) end = s.length
-    if (++count > maxHeaderCount) throw new HeadError('too_large', `more than ${maxHeaderCount} header fields in the response`)
-    const first = s.charCodeAt(pos)
-    if (first === 32 || first === 9) throw new HeadError('malformed', 'obs-fold in the response')
-    const colon = s.indexOf(':', pos)
-    if (colon <= pos || colon >= end) throw new HeadError('malformed', 'a malformed response header line')
-    for (let i = pos; i < colon; i++) if (TOKEN[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'an invalid response header name')
-    let vs = colon + 1
-    let ve = end
-    while (vs < ve && (s.charCodeAt(vs) === 32 || s.charCodeAt(vs) === 9)) vs++
-    while (ve > vs && (s.charCodeAt(ve - 1) === 32 || s.charCodeAt(ve - 1) === 9)) ve--
-    for (let i = vs; i < ve; i++) if (FIELD_VALUE[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'a control character in a response header value')
-    const name = s.slice(pos, colon)
-    const value = s.slice(vs, ve)
-    const lower = name.toLowerCase()
-    head.headers.push(name, value)
-    head.lowerNames.push(lower)
+  const fields = head.headers
+  const lowers = head.lowerNames
+  for (let j = 0; j < lowers.length; j++) {
+    const lower = lowers[j]
+    const value = fields[j * 2 + 1]
     switch (lower) {
       case 'content-length': {
         const n = parseDecimal(value)
@@ -98,7 +75,6 @@ export function parseResponseHead(s: string, maxHeaderCount: number): ResponseHe
         head.wsAccept = head.wsAccept === null ? value : ''
         break
     }
-    pos = end + 2
   }
   if (te !== null) {
     if (head.contentLength !== -1) throw new HeadError('malformed', 'both Content-Length and Transfer-Encoding in the response')
