@@ -6,9 +6,12 @@
 // 2 the command line itself is wrong (unknown command or option, missing value).
 
 import { realpathSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { AdminClient, errorLines, type AdminReply } from './admin/admin-client.js'
 import { ConfigError, formatIssues, loadConfigFile, resolveConfigPath, type ConfigIssue, type LoadedConfig } from './config/load.js'
+import { parseJson } from './config/parse-json.js'
 import { createCertificates, defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
 
 export interface CliIo {
@@ -43,6 +46,9 @@ interface Command {
 interface RunningGateway {
   reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }>
   drain(): Promise<void>
+  /** Its reload runs in turn with admin API route changes. */
+  readonly admin: { reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }> } | null
+  readonly observability: { reopenLogs(): void } | null
 }
 interface GatewayModule {
   Gateway: { start(loaded: LoadedConfig): Promise<RunningGateway> }
@@ -51,6 +57,7 @@ interface GatewayModule {
 const GATEWAY_MODULE = './gateway.js'
 
 const CONFIG_FLAG: FlagSpec = { value: 'FILE', help: 'config file (default: $GATEWAY_CONFIG, else the embedded gateway.config.json)' }
+const JSON_FLAG: FlagSpec = { help: 'print the admin API answer as JSON' }
 
 export const COMMANDS: Readonly<Record<string, Command>> = {
   start: {
@@ -71,6 +78,28 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       days: { value: 'N', help: 'server certificate lifetime in days (default 825)' },
     },
     run: certs,
+  },
+  routes: {
+    summary: 'list, apply or remove routes through the admin API',
+    args: 'list | apply FILE | rm ID',
+    flags: { config: CONFIG_FLAG, json: JSON_FLAG },
+    run: routesCommand,
+  },
+  servers: {
+    summary: "list, put or remove the embedded registry's workspace servers",
+    args: 'list | put KEY TARGET | rm KEY',
+    flags: {
+      config: CONFIG_FLAG,
+      json: JSON_FLAG,
+      workspace: { value: 'ID', help: 'workspace id of the server (servers put)' },
+      server: { value: 'NAME', help: 'agent name, e.g. wsagent, terminal, exec-agent (servers put)' },
+    },
+    run: serversCommand,
+  },
+  reload: {
+    summary: 'make the running gateway re-read its config file and certificates',
+    flags: { config: CONFIG_FLAG },
+    run: reloadCommand,
   },
 }
 
@@ -107,6 +136,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
       io.err(`${signal}: draining (a second signal exits at once)`)
       gateway.drain().then(() => {
         process.off('SIGHUP', reload)
+        process.off('SIGUSR1', reopen)
         done(0)
       }, (err: unknown) => {
         io.err(`error: drain failed: ${(err as Error).message}`)
@@ -114,14 +144,17 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
       })
     }
     const reload = (): void => {
-      gateway.reload().then((result) => {
+      (gateway.admin ?? gateway).reload().then((result) => {
         if (result.ok) io.err(`SIGHUP: reloaded ${display(loaded.file, io)}`)
         else for (const line of formatIssues(display(loaded.file, io), result.errors ?? [])) io.err(`SIGHUP: reload rejected: ${line}`)
       }, (err: unknown) => io.err(`SIGHUP: reload failed: ${(err as Error).message}`))
     }
+    // Log rotation (logrotate: move the file, then send USR1), as nginx does.
+    const reopen = (): void => gateway.observability?.reopenLogs()
     process.on('SIGTERM', stop)
     process.on('SIGINT', stop)
     process.on('SIGHUP', reload)
+    process.on('SIGUSR1', reopen)
   })
 }
 
@@ -155,6 +188,128 @@ async function certs(args: ParsedArgs, io: CliIo): Promise<number> {
     io.err(`error: ${(err as Error).message}`)
     return 1
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator commands over the admin API (admin address and token from the config)
+
+async function routesCommand(args: ParsedArgs, io: CliIo): Promise<number> {
+  const [action, arg, ...extra] = args.positionals
+  const arity: Record<string, number> = { list: 0, apply: 1, rm: 1 }
+  if (action === undefined || !Object.hasOwn(arity, action)) return usageError('routes', action === undefined ? 'missing action (list, apply or rm)' : `unknown action "${action}"`, io)
+  if ((arg === undefined ? 0 : 1 + extra.length) !== arity[action]) return usageError('routes', `"routes ${action}" takes ${arity[action] === 0 ? 'no argument' : action === 'apply' ? 'one FILE' : 'one ID'}`, io)
+  const admin = await adminFor(args, io)
+  if (admin === null) return 1
+  if (action === 'list') {
+    return callAdmin(admin.client, io, 'GET', '/routes', undefined, (body) => {
+      if (args.flags.json === true) return [JSON.stringify(body, null, 2)]
+      const { version, routes } = body as { version: number; routes: { id: string; source: string; host?: string; pathPrefix: string; upstream?: string; targets?: string[] }[] }
+      return [`routes version ${version}`, ...table(['ID', 'SOURCE', 'HOST', 'PATH', 'TO'], routes.map((r) => [
+        r.id, r.source, r.host ?? '*', r.pathPrefix, r.upstream !== undefined ? `upstream ${r.upstream}` : (r.targets ?? []).join(', '),
+      ]))]
+    })
+  }
+  if (action === 'rm') {
+    return callAdmin(admin.client, io, 'DELETE', `/routes/${encodeURIComponent(arg!)}`, undefined, (body) =>
+      [`removed route ${arg} (routes version ${(body as { version: number }).version})`])
+  }
+  const file = resolve(io.cwd, arg!)
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    io.err(`${display(file, io)}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    return 1
+  }
+  const parsed = parseJson(text)
+  if (!parsed.ok) {
+    for (const line of formatIssues(display(file, io), [parsed.issue])) io.err(line)
+    return 1
+  }
+  // The file is the PUT /routes body, or just its array.
+  const body = Array.isArray(parsed.value) ? { routes: parsed.value } : parsed.value
+  return callAdmin(admin.client, io, 'PUT', '/routes', body, (reply) => {
+    const { version, routes } = reply as { version: number; routes: { source: string }[] }
+    return [`applied ${routes.filter((r) => r.source === 'admin').length} admin routes from ${display(file, io)} (routes version ${version})`]
+  }, display(file, io))
+}
+
+async function serversCommand(args: ParsedArgs, io: CliIo): Promise<number> {
+  const [action, ...rest] = args.positionals
+  const arity: Record<string, number> = { list: 0, put: 2, rm: 1 }
+  if (action === undefined || !Object.hasOwn(arity, action)) return usageError('servers', action === undefined ? 'missing action (list, put or rm)' : `unknown action "${action}"`, io)
+  if (rest.length !== arity[action]) return usageError('servers', `"servers ${action}" takes ${['no argument', 'KEY', 'KEY TARGET'][arity[action]]}`, io)
+  if (action !== 'put' && (args.flags.workspace !== undefined || args.flags.server !== undefined)) return usageError('servers', '--workspace and --server go with "servers put"', io)
+  const admin = await adminFor(args, io)
+  if (admin === null) return 1
+  if (action === 'list') {
+    return callAdmin(admin.client, io, 'GET', '/servers', undefined, (body) => {
+      if (args.flags.json === true) return [JSON.stringify(body, null, 2)]
+      const { version, servers } = body as { version: number; servers: { key: string; target: string; workspaceId?: string; server?: string }[] }
+      return [`registry version ${version}, ${servers.length} servers`, ...table(['KEY', 'TARGET', 'WORKSPACE', 'SERVER'],
+        servers.map((s) => [s.key, s.target, s.workspaceId ?? '-', s.server ?? '-']))]
+    })
+  }
+  const key = rest[0]
+  if (action === 'rm') {
+    return callAdmin(admin.client, io, 'DELETE', `/servers/${encodeURIComponent(key)}`, undefined, () => [`removed server ${key}`])
+  }
+  const entry: Record<string, string> = { key, target: rest[1] }
+  if (typeof args.flags.workspace === 'string') entry.workspaceId = args.flags.workspace
+  if (typeof args.flags.server === 'string') entry.server = args.flags.server
+  return callAdmin(admin.client, io, 'PUT', `/servers/${encodeURIComponent(key)}`, entry, (body) => {
+    const e = body as { key: string; target: string }
+    return [`put server ${e.key} -> ${e.target}`]
+  })
+}
+
+async function reloadCommand(args: ParsedArgs, io: CliIo): Promise<number> {
+  const admin = await adminFor(args, io)
+  if (admin === null) return 1
+  return callAdmin(admin.client, io, 'POST', '/reload', undefined, (body) =>
+    [`reloaded (routes version ${(body as { version: number }).version})`], display(admin.loaded.file, io))
+}
+
+async function adminFor(args: ParsedArgs, io: CliIo): Promise<{ client: AdminClient; loaded: LoadedConfig } | null> {
+  const loaded = await loadOrReport(args, io)
+  if (!loaded) return null
+  const client = await AdminClient.forConfig(loaded.config, io.env)
+  if (Array.isArray(client)) {
+    for (const line of formatIssues(display(loaded.file, io), client)) io.err(line)
+    return null
+  }
+  return { client, loaded }
+}
+
+/**
+ * One admin call: prints `ok(body)` on 2xx, else the server's error lines (prefixed with
+ * `file` when they are paths in that file) and exits 1.
+ */
+async function callAdmin(
+  client: AdminClient, io: CliIo, method: string, path: string, body: unknown,
+  ok: (body: unknown) => string[], file?: string,
+): Promise<number> {
+  let reply: AdminReply
+  try {
+    reply = await client.call(method, path, body)
+  } catch (err) {
+    io.err(`error: ${(err as Error).message}`)
+    return 1
+  }
+  if (reply.status >= 200 && reply.status < 300) {
+    for (const line of ok(reply.body)) io.out(line)
+    return 0
+  }
+  io.err(`error: ${method} ${path} failed with ${reply.status}:`)
+  for (const line of errorLines(reply)) io.err(`  ${file === undefined ? line : `${file}: ${line}`}`)
+  return 1
+}
+
+/** Left-aligned columns, two spaces apart. */
+function table(head: string[], rows: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => i === cells.length - 1 ? c : c.padEnd(widths[i])).join('  ')
+  return [line(head), ...rows.map(line)]
 }
 
 /** The loaded config, or null after printing each problem as `FILE: path: message`. */

@@ -3,7 +3,10 @@
 
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
+import { storedAdminRoutes } from './admin/admin-routes.js'
 import { AdminServer } from './admin/admin-server.js'
+import { describeToken, prepareAdminReload, startupAdminToken } from './admin/admin-settings.js'
+import { withRouteDefaults } from './config/defaults.js'
 import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
 import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.js'
 import { ensureCertificates } from './listeners/certificate-authority.js'
@@ -12,6 +15,8 @@ import { Listener } from './listeners/listener.js'
 import { StartupError } from './listeners/startup-error.js'
 import { loadTlsContexts, type TlsContexts } from './listeners/tls-contexts.js'
 import { gatewayEvent } from './observability/channels.js'
+import type { LogSink } from './observability/event-log.js'
+import { Observability } from './observability/observability.js'
 import { EmbeddedRegistry } from './registry/embedded-registry.js'
 import { RegistryClient } from './registry/registry-client.js'
 import type { RegistrySource } from './registry/registry-source.js'
@@ -45,6 +50,10 @@ export class Gateway {
   readonly cache: RouteCache
   readonly listeners = new Map<string, Listener>()
   admin: AdminServer | null = null
+  /** Metrics, access log and event log (diagnostics channel subscribers); null until start. */
+  observability: Observability | null = null
+  /** Where GATEWAY_ADMIN_TOKEN is read, at start and on every reload. */
+  private env: NodeJS.ProcessEnv = process.env
   private adminRoutes: readonly RouteConfig[]
   /** Maintenance pages by upstream name (read at start and reload). */
   private errorPages: ReadonlyMap<string, string>
@@ -89,9 +98,10 @@ export class Gateway {
 
   /**
    * Builds and starts a gateway; throws StartupError (or StateFileError) on failure.
-   * `options.log` receives the start-up lines (default: JSON lines on stderr).
+   * `options.log` receives the start-up lines and operational events (default: JSON lines on
+   * stderr); `options.env` is where GATEWAY_ADMIN_TOKEN is read (default: process.env).
    */
-  static async start(loaded: LoadedConfig, options: { log?: (message: string) => void } = {}): Promise<Gateway> {
+  static async start(loaded: LoadedConfig, options: { log?: LogSink; env?: NodeJS.ProcessEnv } = {}): Promise<Gateway> {
     const log = options.log ?? logLine
     const config = loaded.config
     const tlsConfigs = config.listeners.filter((l) => l.tls !== undefined).map((l) => l.tls!)
@@ -100,6 +110,12 @@ export class Gateway {
     const contexts = await loadAllTls(config)
     if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const store = await RegistryStore.open(config.stateFile)
+    try {
+      storedAdminRoutes(store.document.routes, config.stateFile, config)
+    } catch (err) {
+      throw new StartupError((err as Error).message)
+    }
+    const adminToken = await startupAdminToken(config, options.env ?? process.env)
     const reg = config.workspaces.registry
     let registry: EmbeddedRegistry | null = null
     let source: RegistrySource
@@ -112,10 +128,12 @@ export class Gateway {
     const pages = await loadErrorPages(config)
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const gw = new Gateway(loaded, store, registry, source, pages)
+    gw.env = options.env ?? process.env
     gw.health.start()
     try {
+      gw.observability = await Observability.start(config.accessLog, log)
       for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
-      gw.admin = await AdminServer.start(gw)
+      gw.admin = await AdminServer.start(gw, adminToken)
     } catch (err) {
       await gw.close()
       throw err
@@ -125,6 +143,7 @@ export class Gateway {
       log(`${name} listening on ${addr.address}:${addr.port}${l === undefined ? '' : ` (${l.tls ? 'https' : 'http'}${l.config.workspacesOnly ? ', workspaces only' : ''})`}`)
     }
     log(`registry: ${reg.url === null ? `embedded, state in ${config.stateFile}` : reg.url}`)
+    log(describeToken(adminToken))
     return gw
   }
 
@@ -265,6 +284,8 @@ export class Gateway {
       issues.push({ path: 'workspaces.registry', message: 'changing the registry url or token needs a restart' })
     }
     if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
+    const admin = await prepareAdminReload(config, this.config, this.adminRoutes, this.env)
+    if ('errors' in admin) issues.push(...admin.errors)
     let table: RouteTable<CompiledRoute>
     try {
       table = this.compileRoutes(config, this.adminRoutes, pages)
@@ -316,6 +337,8 @@ export class Gateway {
       }
     }
     for (const l of added) this.listeners.set(l.name, l)
+    if ('token' in admin) this.admin?.setToken(admin.token)
+    void this.observability?.configure(config.accessLog)
     if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
     return { ok: true }
   }
@@ -375,6 +398,7 @@ export class Gateway {
     if (this.registry !== null) this.registry.close()
     else await (this.registrySource as RegistryClient).close()
     await this.store.idle()
+    await this.observability?.close()
     this.sweeper.close()
   }
 }
@@ -421,11 +445,12 @@ async function loadErrorPages(config: GatewayConfig): Promise<Map<string, string
   return issues.length > 0 ? issues : pages
 }
 
+/** The state file's admin routes (checked in `start` with storedAdminRoutes). */
 function readAdminRoutes(store: RegistryStore): readonly RouteConfig[] {
   const routes = (store.document as { routes?: unknown }).routes
-  return Array.isArray(routes) ? Object.freeze(routes as RouteConfig[]) : Object.freeze([])
+  return Array.isArray(routes) ? Object.freeze((routes as RouteConfig[]).map((r) => withRouteDefaults(r) as RouteConfig)) : Object.freeze([])
 }
 
-function logLine(message: string): void {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'info', message })}\n`)
+function logLine(message: string, fields?: Record<string, unknown>): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'info', message, ...fields })}\n`)
 }

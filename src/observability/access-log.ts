@@ -1,0 +1,283 @@
+// The access log (config `accessLog`): one JSON line per finished exchange, to a file or to
+// stdout. The request path only formats the line and appends it to an in-memory batch; a
+// timer (or a full batch) hands the batch to one asynchronous write at a time. While the
+// output is slower than the traffic, the batch grows to a bound and then lines are dropped
+// and counted (gateway_access_log_dropped_total), so a full or stalled disk never blocks or
+// bloats the gateway.
+//
+// The path is logged without its query: agents authenticate with `?token=` (contract), and an
+// access log must not become a file of machine tokens.
+//
+// Log rotation: move the file away, then SIGUSR1 (or `reopen()`): the next write goes to a
+// newly created file at the configured path (logrotate's "create" mode, like nginx's USR1).
+
+import { close as closeFd, open as openFd, write as writeFd } from 'node:fs'
+import type { AccessLogConfig } from '../config/types.js'
+import { gatewayEvent, requestDone, type RequestDoneMessage } from './channels.js'
+import type { AccessLogFigures } from './metrics.js'
+
+/** Stands for process stdout where a file descriptor is expected. */
+const STDOUT = -1
+
+export interface AccessLogOptions {
+  /** A batch this large (bytes of text) is written at once. Default 64 KiB. */
+  readonly flushBytes?: number
+  /** A smaller batch waits at most this long, ms. Default 200. */
+  readonly flushMs?: number
+  /** Text waiting for the output beyond this is dropped, bytes. Default 16 MiB. */
+  readonly maxBufferedBytes?: number
+  /** Where stdout lines go (tests); default process.stdout. */
+  readonly stdout?: NodeJS.WritableStream
+}
+
+export class AccessLog {
+  private settings: AccessLogConfig
+  private readonly flushBytes: number
+  private readonly flushMs: number
+  private readonly maxBufferedBytes: number
+  private readonly stdout: NodeJS.WritableStream
+
+  private batch: string[] = []
+  private batchBytes = 0
+  /** Bytes handed to the output and not yet written. */
+  private inFlightBytes = 0
+  private writing = false
+  private timer: NodeJS.Timeout | null = null
+  /** Open file descriptor; STDOUT: process stdout (or nothing open yet). */
+  private fd = STDOUT
+  /** The output to switch to once the running write is done; null: none. */
+  private pendingFd: number | null = null
+  private reopenWanted = false
+  private subscribed = false
+  private closed = false
+  private idleWaiters: (() => void)[] = []
+
+  // the ISO time of the last line, reused while requests finish in the same millisecond
+  private lastTime = -1
+  private lastIso = ''
+
+  lines = 0
+  dropped = 0
+  writeErrors = 0
+  reopens = 0
+
+  constructor(settings: AccessLogConfig, options: AccessLogOptions = {}) {
+    this.settings = settings
+    this.flushBytes = options.flushBytes ?? 64 * 1024
+    this.flushMs = options.flushMs ?? 200
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 16 * 1024 * 1024
+    this.stdout = options.stdout ?? process.stdout
+  }
+
+  figures(): AccessLogFigures {
+    return { lines: this.lines, dropped: this.dropped, writeErrors: this.writeErrors, reopens: this.reopens }
+  }
+
+  /** Starts logging when enabled. Rejects when the file cannot be opened. */
+  async start(): Promise<void> {
+    if (!this.settings.enabled) return
+    if (this.settings.path !== null) this.switchTo(await openAppend(this.settings.path))
+    this.subscribe()
+  }
+
+  /**
+   * New settings (reload). A new path is opened before the old file is let go; when it
+   * cannot be opened the old output stays and the error is reported as an event.
+   */
+  async configure(settings: AccessLogConfig): Promise<void> {
+    const before = this.settings
+    if (before.enabled === settings.enabled && before.path === settings.path) return
+    if (!settings.enabled) {
+      this.settings = settings
+      this.unsubscribe()
+      await this.idle()
+      this.switchTo(STDOUT)
+      return
+    }
+    let fd = STDOUT
+    if (settings.path !== null) {
+      try {
+        fd = await openAppend(settings.path)
+      } catch (err) {
+        this.report('access_log_error', `cannot open ${settings.path}: ${(err as Error).message}; the access log stays ${before.enabled ? `on ${before.path ?? 'stdout'}` : 'off'}`)
+        return
+      }
+    }
+    this.settings = settings
+    this.switchTo(fd)
+    this.subscribe()
+  }
+
+  /** Log rotation: the next batch goes to a new file at the configured path. */
+  reopen(): void {
+    if (this.settings.path === null || !this.settings.enabled || this.closed) return
+    this.reopenWanted = true
+    if (!this.writing) void this.flush()
+  }
+
+  /** Writes what is buffered, then lets the file go. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.unsubscribe()
+    await this.idle()
+    this.closed = true
+    this.switchTo(STDOUT)
+  }
+
+  /** Resolves once everything logged so far is written (or dropped). */
+  idle(): Promise<void> {
+    if (!this.writing && this.batch.length === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve)
+      if (!this.writing) void this.flush()
+    })
+  }
+
+  // ---- the request path -----------------------------------------------------------------
+
+  private readonly onRequest = (message: unknown): void => {
+    const m = message as RequestDoneMessage
+    if (this.batchBytes + this.inFlightBytes > this.maxBufferedBytes) {
+      this.dropped++
+      return
+    }
+    if (m.time !== this.lastTime) {
+      this.lastTime = m.time
+      this.lastIso = new Date(m.time).toISOString()
+    }
+    const line = `${JSON.stringify({
+      time: this.lastIso,
+      client: m.clientAddress,
+      listener: m.listener,
+      method: m.method,
+      host: m.host,
+      path: m.path,
+      status: m.status,
+      bytesIn: m.bytesIn,
+      bytesOut: m.bytesOut,
+      durationMs: Math.round(m.durationMs * 1000) / 1000,
+      route: m.routeId,
+      target: m.target,
+      requestId: m.requestId,
+      error: m.error,
+    })}\n`
+    this.batch.push(line)
+    this.batchBytes += line.length
+    if (this.writing) return
+    if (this.batchBytes >= this.flushBytes) void this.flush()
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.onTimer, this.flushMs)
+      this.timer.unref()
+    }
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null
+    if (!this.writing) void this.flush()
+  }
+
+  // ---- the output ---------------------------------------------------------------------
+
+  private async flush(): Promise<void> {
+    if (this.writing) return
+    this.writing = true
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+    }
+    try {
+      while (true) {
+        // Between two writes nothing uses the descriptor: the place to change it.
+        if (this.pendingFd !== null) {
+          closeQuietly(this.fd)
+          this.fd = this.pendingFd
+          this.pendingFd = null
+        }
+        if (this.reopenWanted && this.settings.path !== null) {
+          this.reopenWanted = false
+          try {
+            const fd = await openAppend(this.settings.path)
+            closeQuietly(this.fd)
+            this.fd = fd
+            this.reopens++
+          } catch (err) {
+            this.report('access_log_error', `cannot reopen ${this.settings.path}: ${(err as Error).message}; writing on to the old file`)
+          }
+        }
+        if (this.batch.length === 0) break
+        const text = this.batch.join('')
+        const n = this.batch.length
+        this.batch = []
+        this.batchBytes = 0
+        this.inFlightBytes = text.length
+        try {
+          await this.write(Buffer.from(text, 'utf8'))
+          this.lines += n
+        } catch (err) {
+          this.dropped += n
+          if (this.writeErrors++ % 1000 === 0) this.report('access_log_error', `cannot write the access log: ${(err as Error).message}`)
+        }
+        this.inFlightBytes = 0
+      }
+    } finally {
+      this.writing = false
+      for (const w of this.idleWaiters.splice(0)) w()
+    }
+  }
+
+  private write(data: Buffer): Promise<void> {
+    if (this.fd === STDOUT) {
+      return new Promise((resolve, reject) => {
+        this.stdout.write(data, (err?: Error | null) => err ? reject(err) : resolve())
+      })
+    }
+    const fd = this.fd
+    return new Promise((resolve, reject) => {
+      const step = (offset: number): void => {
+        writeFd(fd, data, offset, data.length - offset, null, (err, written) => {
+          if (err) reject(err)
+          else if (offset + written < data.length) step(offset + written)
+          else resolve()
+        })
+      }
+      step(0)
+    })
+  }
+
+  /** Makes `fd` the output (STDOUT: stdout), now if no write is running, else between two writes. */
+  private switchTo(fd: number): void {
+    if (this.writing) {
+      if (this.pendingFd !== null) closeQuietly(this.pendingFd)
+      this.pendingFd = fd
+      return
+    }
+    if (fd !== this.fd) closeQuietly(this.fd)
+    this.fd = fd
+  }
+
+  private subscribe(): void {
+    if (this.subscribed || this.closed) return
+    this.subscribed = true
+    requestDone.subscribe(this.onRequest)
+  }
+
+  private unsubscribe(): void {
+    if (!this.subscribed) return
+    this.subscribed = false
+    requestDone.unsubscribe(this.onRequest)
+  }
+
+  private report(event: string, message: string): void {
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event, message })
+  }
+}
+
+function openAppend(path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    openFd(path, 'a', 0o640, (err, fd) => err ? reject(err) : resolve(fd))
+  })
+}
+
+function closeQuietly(fd: number): void {
+  if (fd !== STDOUT) closeFd(fd, () => {})
+}

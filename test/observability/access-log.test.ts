@@ -1,0 +1,117 @@
+import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import type http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { afterEach, describe, expect, it } from 'vitest'
+import { AccessLog } from '../../src/observability/access-log.js'
+import { requestDone, type RequestDoneMessage } from '../../src/observability/channels.js'
+import { startGateway, type TestGateway } from '../helpers/gateway.js'
+import { httpUpstream, type TestServer } from '../helpers/upstream.js'
+
+let gw: TestGateway | null = null
+let up: TestServer<http.Server> | null = null
+const logs: AccessLog[] = []
+const dirs: string[] = []
+afterEach(async () => {
+  await gw?.close()
+  await up?.close()
+  gw = null
+  up = null
+  for (const l of logs.splice(0)) await l.close()
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
+})
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'gw-log-'))
+  dirs.push(d)
+  return d
+}
+
+function lines(file: string): Record<string, unknown>[] {
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+const message = (n: number): RequestDoneMessage => ({
+  listener: 'http', clientAddress: '127.0.0.1', method: 'GET', host: 'h', path: `/p/${n}`, status: 200, bytesIn: 10, bytesOut: 20,
+  durationMs: 1.5, routeId: 'r', target: 't:1', requestId: `id-${n}`, error: null, time: Date.now(),
+})
+
+describe('access log', () => {
+  it('writes one JSON line per request with the fields an operator needs', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'access.log')
+    up = await httpUpstream((_req, res) => res.end('hello'))
+    gw = await startGateway({ upstreams: { master: { targets: [up.target] } }, routes: [{ id: 'master', pathPrefix: '/', upstream: 'master' }], accessLog: { enabled: true, path: file } })
+    await (await fetch(`http://127.0.0.1:${gw.port()}/a/b?c=1`, { headers: { 'x-request-id': 'req-42' } })).text()
+    expect((await fetch(`http://127.0.0.1:${gw.port()}/x`, { method: 'PUT', body: 'abc' })).status).toBe(200)
+    await gw.gw.observability!.accessLog.idle()
+    const [first, second] = lines(file)
+    expect(first).toMatchObject({
+      client: '127.0.0.1', listener: 'http', method: 'GET', host: `127.0.0.1:${gw.port()}`, path: '/a/b', status: 200,
+      route: 'master', target: up.target, requestId: 'req-42', error: null,
+    })
+    expect(Date.parse(first.time as string)).toBeGreaterThan(Date.now() - 60_000)
+    expect(first.bytesOut).toBeGreaterThan(5)
+    expect(typeof first.durationMs).toBe('number')
+    expect(second).toMatchObject({ method: 'PUT', path: '/x' })
+    expect(second.bytesIn as number).toBeGreaterThan(3)
+  })
+
+  it('writes to a new file after the old one is moved away and the log is reopened (rotation)', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'access.log')
+    up = await httpUpstream((_req, res) => res.end('hello'))
+    gw = await startGateway({ upstreams: { master: { targets: [up.target] } }, routes: [{ id: 'master', pathPrefix: '/', upstream: 'master' }], accessLog: { enabled: true, path: file } })
+    const log = gw.gw.observability!.accessLog
+    await (await fetch(`http://127.0.0.1:${gw.port()}/before`)).text()
+    await log.idle()
+    renameSync(file, `${file}.1`)
+    await (await fetch(`http://127.0.0.1:${gw.port()}/moved`)).text()
+    gw.gw.observability!.reopenLogs()
+    await (await fetch(`http://127.0.0.1:${gw.port()}/after`)).text()
+    await log.idle()
+    const old = lines(`${file}.1`).map((l) => l.path)
+    const fresh = lines(file).map((l) => l.path)
+    expect(old).toContain('/before')
+    expect(fresh).toContain('/after')
+    expect([...old, ...fresh].sort()).toEqual(['/after', '/before', '/moved'])
+    expect(log.figures().reopens).toBe(1)
+  })
+
+  it('drops and counts lines instead of buffering without bound when the output stalls', async () => {
+    // an output that holds every write until it is unstalled
+    let stalled = true
+    const held: (() => void)[] = []
+    const out = new Writable({
+      write(_chunk, _enc, cb) {
+        if (stalled) held.push(() => cb())
+        else cb()
+      },
+    })
+    const log = new AccessLog({ enabled: true, path: null }, { stdout: out, flushBytes: 1, maxBufferedBytes: 2000 })
+    logs.push(log)
+    await log.start()
+    for (let i = 0; i < 100; i++) requestDone.publish(message(i))
+    expect(log.dropped).toBeGreaterThan(50)
+    const dropped = log.dropped
+    stalled = false
+    for (const release of held.splice(0)) release()
+    await log.idle()
+    expect(log.dropped).toBe(dropped)
+    expect(log.lines + log.dropped).toBe(100)
+  })
+
+  it('batches lines to stdout when no path is set', async () => {
+    const chunks: string[] = []
+    const out = new Writable({ write(chunk, _enc, cb) { chunks.push(String(chunk)); cb() } })
+    const log = new AccessLog({ enabled: true, path: null }, { stdout: out, flushMs: 5 })
+    logs.push(log)
+    await log.start()
+    for (let i = 0; i < 10; i++) requestDone.publish(message(i))
+    expect(chunks).toEqual([]) // nothing written on the request path
+    await log.idle()
+    expect(chunks.length).toBe(1)
+    expect(chunks[0].trim().split('\n').map((l) => JSON.parse(l).path)).toEqual(Array.from({ length: 10 }, (_, i) => `/p/${i}`))
+  })
+})
