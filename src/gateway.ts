@@ -203,7 +203,24 @@ export class Gateway {
    * Replaces the admin-managed routes (already validated by the caller). Persisted first: a
    * change that cannot be written is not applied. Then one reference swap.
    */
-  async setAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
+  setAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
+    return this.serially(() => this.applyAdminRoutes(routes))
+  }
+
+  /**
+   * Route changes and reloads both build a table from (config, admin routes) and swap it in
+   * after awaiting I/O: run one at a time, so neither swaps in a table built from what the
+   * other has since replaced.
+   */
+  private serially<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.changes.then(change, change)
+    this.changes = run.catch(() => {})
+    return run
+  }
+
+  private changes: Promise<unknown> = Promise.resolve()
+
+  private async applyAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
     const frozen = Object.freeze(routes.map((r) => Object.freeze({ ...r })))
     const table = this.compileRoutes(this.config, frozen)
     await this.store.update((doc) => { doc.routes = frozen })
@@ -265,7 +282,11 @@ export class Gateway {
    * Re-reads the config file and certificates. Everything is checked before anything
    * changes; on any problem the running config and certificates stay.
    */
-  async reload(): Promise<ReloadResult> {
+  reload(): Promise<ReloadResult> {
+    return this.serially(() => this.runReload())
+  }
+
+  private async runReload(): Promise<ReloadResult> {
     let loaded: LoadedConfig
     try {
       loaded = await loadConfigFile(this.loaded.file)

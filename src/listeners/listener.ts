@@ -15,6 +15,8 @@ import type { TlsContexts } from './tls-contexts.js'
 export class Listener {
   readonly ctx: ListenerContext
   private readonly server: net.Server
+  /** TLS only: raw sockets whose handshake has not completed. */
+  private readonly handshaking = new Set<net.Socket>()
 
   constructor(readonly config: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
     this.ctx = { name: config.name, proto: contexts === null ? 'http' : 'https', port: config.port, workspacesOnly: config.workspacesOnly, engine, open: 0 }
@@ -36,6 +38,14 @@ export class Listener {
       }, onSocket)
       // Failed handshakes are the client's problem; they must never reach 'error'.
       this.server.on('tlsClientError', (_err, socket) => socket.destroy())
+      // Connections still in their handshake belong to no ClientConnection yet: track them so
+      // a client that leaves mid-handshake is closed at once (allowHalfOpen would keep it
+      // until the handshake timeout) and shutdown does not wait for them.
+      this.server.on('connection', (raw: net.Socket) => {
+        this.handshaking.add(raw)
+        raw.once('close', () => this.handshaking.delete(raw))
+        raw.once('end', () => { if (this.handshaking.has(raw)) raw.destroy() })
+      })
     }
     this.server.on('error', (err) => {
       if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: config.name, message: err.message })
@@ -76,6 +86,9 @@ export class Listener {
   }
 
   private accept(socket: net.Socket): void {
+    // The TLS socket's transport (node's `_parent`, stable since node 0.11) is done shaking hands.
+    const raw = (socket as net.Socket & { _parent?: net.Socket })._parent
+    if (raw !== undefined) this.handshaking.delete(raw)
     const engine = this.ctx.engine
     const limits = engine.settings.limits
     // Over capacity: answer instead of silently dropping (the client learns why), and never
@@ -106,8 +119,14 @@ export class Listener {
     setTimeout(() => socket.destroy(), 1000).unref()
   }
 
-  /** Stops accepting; open connections are left to the caller. */
+  /**
+   * Stops accepting and drops connections still in their TLS handshake (no request of theirs
+   * is in flight); open connections are left to the caller.
+   */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()))
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    for (const raw of this.handshaking) raw.destroy()
+    this.handshaking.clear()
+    return closed
   }
 }
