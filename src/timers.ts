@@ -30,9 +30,12 @@ export class DeadlineSweeper {
     this.items.delete(item)
   }
 
-  /** A deadline `ms` from now, measured from the coarse clock. */
+  /**
+   * A deadline `ms` from now. Read from the real clock (the coarse one may be a sweep old,
+   * which would make deadlines fire early); it then fires at most SWEEP_MS late.
+   */
   after(ms: number): number {
-    return this.now + ms
+    return Date.now() + ms
   }
 
   sweep(): void {

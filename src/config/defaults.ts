@@ -81,6 +81,12 @@ export const DEFAULTS: GatewayConfig = deepFreeze({
      * the server does, instead of racing the server's FIN with a new request.
      */
     upstreamIdleMs: 4_000,
+    /**
+     * ms a client may go without taking any of a response it is sent before it is cut off.
+     * Long, because kernel socket buffers (megabytes on loopback) hide a slow reader's progress
+     * from the gateway for seconds at a time.
+     */
+    clientReadMs: 60_000,
   },
   limits: {
     /** Bytes of request head (request line + headers). */

@@ -102,6 +102,8 @@ export interface TimeoutsConfig {
   readonly keepAliveMs: number
   /** Idle time before a pooled upstream connection is closed. */
   readonly upstreamIdleMs: number
+  /** Time a client may take none of a response before it is cut off. */
+  readonly clientReadMs: number
 }
 
 export interface LimitsConfig {

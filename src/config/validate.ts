@@ -267,6 +267,7 @@ const configSchema = object('a JSON object', {
     shutdownGraceMs: required(positiveMs),
     keepAliveMs: required(positiveMs),
     upstreamIdleMs: required(positiveMs),
+    clientReadMs: required(positiveMs),
   })),
   limits: required(object('a limits object', {
     maxHeaderBytes: required(positive),

@@ -167,6 +167,16 @@ function parseRequestLine(s: string, eol: number, head: RequestHead): void {
   head.path = q === -1 ? target : target.slice(0, q)
 }
 
+/** Why a complete request line (without CRLF) is unacceptable, or null: for early refusal. */
+export function requestLineProblem(line: string): string | null {
+  try {
+    parseRequestLine(line, line.length, new RequestHead())
+    return null
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
 /** RFC 6455 section 4.1: the key is base64 of 16 bytes (24 characters ending in "=="). */
 function isWebSocketKey(key: string): boolean {
   if (key.length !== 24 || !key.endsWith('==')) return false

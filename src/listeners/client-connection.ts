@@ -7,7 +7,7 @@ import type { Socket } from 'node:net'
 import { GatewayError, renderError } from '../errors.js'
 import { ChunkedScanner } from '../http1/chunked-scanner.js'
 import { HeadError } from '../http1/head-error.js'
-import { RequestHead, parseRequestHead } from '../http1/request-head.js'
+import { RequestHead, parseRequestHead, requestLineProblem } from '../http1/request-head.js'
 import type { ResponseHead } from '../http1/response-head.js'
 import { requestDone, tunnelOpened, tunnelClosed, upstreamFailed } from '../observability/channels.js'
 import type { Destination } from '../routing/router.js'
@@ -71,6 +71,8 @@ export class ClientConnection implements ResponseSink, Expirable {
   private scanner: ChunkedScanner | null = null
   private reqDone = false
   private resStarted = false
+  /** socket.writableLength when a slow reader was last seen making progress. */
+  private queuedMark = 0
   /** A response head held back to go out with the first body bytes. */
   private pendingHead: string | null = null
   private closeAfter = false
@@ -142,6 +144,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   private readHead(chunk: Buffer | null): void {
+    const fresh = this.buf === null
     let buf = this.buf === null ? chunk! : chunk === null ? this.buf : Buffer.concat([this.buf, chunk])
     this.buf = null
     const engine = this.ctx.engine
@@ -157,13 +160,21 @@ export class ClientConnection implements ResponseSink, Expirable {
         this.fail(new GatewayError('headers_too_large', `request head over ${limits.maxHeaderBytes} bytes`))
         return
       }
-      // A bare LF can never complete a head: refuse it now rather than at the timeout.
+      // A bare LF can never complete a head, and a bad request line (HTTP/0.9's "GET /")
+      // will not get better with more fields: refuse both now rather than at the timeout.
       const lf = buf.indexOf(10)
       if (lf !== -1 && (lf === 0 || buf[lf - 1] !== 13)) {
         this.fail(new GatewayError('bad_request', 'bare LF in the request head'))
         return
       }
-      if (this.requests > 0 && this.buf === null) {
+      if (lf !== -1) {
+        const problem = requestLineProblem(buf.toString('latin1', 0, lf - 1))
+        if (problem !== null) {
+          this.fail(new GatewayError('bad_request', problem))
+          return
+        }
+      }
+      if (this.requests > 0 && fresh) {
         // First bytes of the next request on a kept-alive connection: the head clock starts.
         this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
       }
@@ -346,6 +357,12 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   onResponseHead(head: ResponseHead, bodyless: boolean, bodyFollows: boolean): void {
+    if (head.chunked && !bodyless && this.head!.minor === 0) {
+      // RFC 9112 section 6.1: chunked is never sent to an HTTP/1.0 request; an HTTP/1.0
+      // client could not find the end of the body.
+      this.fail(new GatewayError('upstream_bad_response', `${this.target!.key} answered an HTTP/1.0 request with a chunked body`))
+      return
+    }
     this.replayBody = null
     this.status = head.status
     this.resStarted = true
@@ -381,15 +398,20 @@ export class ClientConnection implements ResponseSink, Expirable {
       ok = this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
     }
     if (!ok && !this.upstreamPaused && this.upstream !== null) {
+      // The client is not keeping up: stop reading the upstream, and give the client
+      // clientReadMs without progress before it is cut off.
       this.upstreamPaused = true
-      this.upstream.socket.pause()
+      this.upstream.pauseReading()
+      this.queuedMark = this.socket.writableLength
+      this.deadline = this.ctx.engine.sweeper.after(this.ctx.engine.settings.timeouts.clientReadMs)
     }
   }
 
   private onClientDrain(): void {
     if (this.upstreamPaused) {
       this.upstreamPaused = false
-      this.upstream?.socket.resume()
+      this.deadline = 0
+      this.upstream?.resumeReading()
     }
   }
 
@@ -416,6 +438,12 @@ export class ClientConnection implements ResponseSink, Expirable {
       return
     }
     const engine = this.ctx.engine
+    if (this.clientEnded) {
+      // The client sent its FIN while the upstream was deciding: a websocket that can no
+      // longer send is a client that left. No tunnel; the upstream learns at once.
+      this.fail(new GatewayError('bad_request', 'the client closed its side before the websocket handshake completed'))
+      return
+    }
     const out = serializeResponseHead(head, false)
     this.status = 101
     this.bytesOut += out.length
@@ -487,7 +515,7 @@ export class ClientConnection implements ResponseSink, Expirable {
       this.upstream = null
       if (this.upstreamPaused) {
         this.upstreamPaused = false
-        conn.socket.resume()
+        conn.resumeReading()
       }
       if (!this.reqDone) conn.reusable = false
       this.target!.release(conn)
@@ -512,6 +540,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   }
 
   private resetExchange(): void {
+    this.resStarted = false
     this.head = null
     this.dest = null
     this.target = null
@@ -556,10 +585,16 @@ export class ClientConnection implements ResponseSink, Expirable {
     const conn = this.upstream
     if (conn !== null) {
       this.upstream = null
-      conn.destroy()
+      conn.abort()
       this.target!.active--
     }
     this.errorCode = err.code
+    if (this.pendingHead !== null) {
+      // The response head was held back to go out with the body, which failed: nothing was
+      // written, so the client can still get a proper error response.
+      this.pendingHead = null
+      this.resStarted = false
+    }
     if (this.resStarted) {
       this.publishDone()
       this.abort()
@@ -606,6 +641,21 @@ export class ClientConnection implements ResponseSink, Expirable {
       case State.Closed:
         this.socket.destroy() // a peer that never read our final answer
         return
+      case State.Waiting:
+        if (this.upstreamPaused) {
+          // A slow reader is fine as long as it reads: the queue shrinks as the kernel takes
+          // more of it. A whole clientReadMs without progress: it stopped reading.
+          const queued = this.socket.writableLength
+          if (queued < this.queuedMark) {
+            this.queuedMark = queued
+            this.deadline = this.ctx.engine.sweeper.after(this.ctx.engine.settings.timeouts.clientReadMs)
+            return
+          }
+          this.fail(new GatewayError('request_timeout', 'the client stopped reading the response'))
+          return
+        }
+        this.deadline = 0
+        return
       default:
         this.deadline = 0
     }
@@ -651,7 +701,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (conn !== null) {
       // The response has nowhere to go; the upstream connection is in an unknown state.
       this.upstream = null
-      conn.destroy()
+      conn.abort()
       this.target!.active--
       if (this.errorCode === null) this.errorCode = 'client_closed'
       this.publishDone()

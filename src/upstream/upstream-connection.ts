@@ -98,6 +98,17 @@ export class UpstreamConnection implements Expirable {
     return ok
   }
 
+  /** Backpressure from the client: stop reading, and stop timing the upstream meanwhile. */
+  pauseReading(): void {
+    this.socket.pause()
+    if (this.state === State.Body) this.deadline = 0
+  }
+
+  resumeReading(): void {
+    this.socket.resume()
+    if (this.state === State.Body) this.deadline = Date.now() + this.responseTimeoutMs
+  }
+
   /** More request body. Returns false when the socket buffer is full (wait for drain). */
   write(chunk: Buffer): boolean {
     return this.socket.write(chunk)
@@ -130,6 +141,20 @@ export class UpstreamConnection implements Expirable {
     this.reused = true
   }
 
+  /**
+   * Abandons an exchange in flight (the client left, or its request was refused midway): a
+   * reset, so the upstream learns at once that nobody will read its answer, rather than a FIN
+   * it may not read for a long time (a server busy with a slow handshake, say).
+   */
+  abort(): void {
+    if (this.state === State.Closed) return
+    this.state = State.Closed
+    this.deadline = 0
+    this.sink = null
+    if (this.socket.connecting) this.socket.destroy()
+    else this.socket.resetAndDestroy()
+  }
+
   destroy(): void {
     if (this.state === State.Closed) return
     this.state = State.Closed
@@ -146,6 +171,11 @@ export class UpstreamConnection implements Expirable {
         break
       case State.AwaitHead:
         this.fail(new GatewayError('upstream_timeout', `${this.target.key} sent no response head in ${this.responseTimeoutMs} ms`), false)
+        break
+      case State.Body:
+        // HAProxy's "timeout server" mid-body: a response that stalls is cut off (the client
+        // sees an abort), not held open forever.
+        this.fail(new GatewayError('upstream_timeout', `${this.target.key} sent nothing for ${this.responseTimeoutMs} ms mid-response`), false)
         break
       default:
         // Idle in the pool past upstreamIdleMs: close it before the upstream does (a race
@@ -173,6 +203,7 @@ export class UpstreamConnection implements Expirable {
         this.readHead(chunk)
         return
       case State.Body:
+        if (this.deadline !== 0) this.deadline = Date.now() + this.responseTimeoutMs
         this.readBody(chunk, 0)
         return
       case State.Idle:
@@ -191,8 +222,12 @@ export class UpstreamConnection implements Expirable {
     for (;;) {
       const end = buf.indexOf(CRLFCRLF)
       if (end === -1) {
+        const lf = buf.indexOf(10)
         if (buf.length > MAX_RESPONSE_HEAD_BYTES) {
           this.fail(new GatewayError('upstream_bad_response', `${this.target.key} sent a response head over ${MAX_RESPONSE_HEAD_BYTES} bytes`), false)
+        } else if (lf !== -1 && (lf === 0 || buf[lf - 1] !== 13)) {
+          // A head with bare LF line endings never completes: refuse it now, not at responseMs.
+          this.fail(new GatewayError('upstream_bad_response', `${this.target.key} sent bare LF in the response head`), false)
         } else {
           this.buf = buf
         }
@@ -257,6 +292,7 @@ export class UpstreamConnection implements Expirable {
       return
     }
     this.state = State.Body
+    this.deadline = Date.now() + this.responseTimeoutMs
     this.untilClose = false
     this.scanner = null
     if (head.chunked) {
@@ -264,7 +300,11 @@ export class UpstreamConnection implements Expirable {
     } else if (head.contentLength >= 0) {
       this.remaining = head.contentLength
     } else {
-      this.untilClose = true // RFC 9112 section 6.3 item 8
+      // RFC 9112 section 6.3 item 8: no length at all, the body runs until the upstream
+      // closes. Said on the head too, so the client side closes after relaying it.
+      this.untilClose = true
+      head.untilClose = true
+      head.keepAlive = false
     }
     this.reusable = head.keepAlive && !this.untilClose
     sink.onResponseHead(head, false, start < buf.length)
@@ -320,6 +360,7 @@ export class UpstreamConnection implements Expirable {
   }
 
   private finish(): void {
+    this.deadline = 0
     const sink = this.sink
     this.sink = null
     this.scanner = null
