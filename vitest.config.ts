@@ -7,6 +7,7 @@ export default defineConfig({
     hookTimeout: 20_000,
     // Integration tests bind real sockets; forks keep a crashed test from taking the run down.
     pool: 'forks',
+    globalSetup: ['test/global-setup.ts'],
     maxWorkers: 2,
   },
 })

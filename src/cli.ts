@@ -6,13 +6,14 @@
 // 2 the command line itself is wrong (unknown command or option, missing value).
 
 import { realpathSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AdminClient, errorLines, type AdminReply } from './admin/admin-client.js'
 import { ConfigError, formatIssues, loadConfigFile, resolveConfigPath, type ConfigIssue, type LoadedConfig } from './config/load.js'
 import { parseJson } from './config/parse-json.js'
-import { createCertificates, defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
+import { createCertificates } from './listeners/certificate-authority.js'
 
 export interface CliIo {
   readonly out: (line: string) => void
@@ -42,19 +43,13 @@ interface Command {
   run(args: ParsedArgs, io: CliIo): Promise<number>
 }
 
-/** What cli.ts needs of src/gateway.ts (owned by the gateway's lifecycle, not by the CLI). */
+/** What the signal handlers need of a running gateway: one process, or a primary and its workers. */
 interface RunningGateway {
-  reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }>
   drain(): Promise<void>
-  /** Its reload runs in turn with admin API route changes. */
-  readonly admin: { reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }> } | null
-  readonly observability: { reopenLogs(): void } | null
+  /** A reload in turn with admin API route changes. */
+  reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }>
+  reopenLogs(): void
 }
-interface GatewayModule {
-  Gateway: { start(loaded: LoadedConfig): Promise<RunningGateway> }
-}
-// Loaded on `start` only, so `check` and `certs` stay fast and never load the data path.
-const GATEWAY_MODULE = './gateway.js'
 
 const CONFIG_FLAG: FlagSpec = { value: 'FILE', help: 'config file (default: $GATEWAY_CONFIG, else the embedded gateway.config.json)' }
 const JSON_FLAG: FlagSpec = { help: 'print the admin API answer as JSON' }
@@ -106,20 +101,38 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
 async function start(args: ParsedArgs, io: CliIo): Promise<number> {
   const loaded = await loadOrReport(args, io)
   if (!loaded) return 1
-  const { config } = loaded
-  try {
-    const tls = config.listeners.flatMap((listener) => listener.tls ? [listener.tls] : [])
-    const created = await ensureCertificates(tls, defaultCertificateHosts(config.workspaces.hostSuffix))
-    for (const file of created) io.err(`created self-signed ${describeFile(file)}: ${display(file, io)}`)
-  } catch (err) {
-    io.err(`error: ${(err as Error).message}`)
-    return 1
+  // Loaded on `start` only, so `check` and `certs` stay fast and never load the data path.
+  const cluster = (await import('node:cluster')).default
+  if (cluster.isWorker) {
+    const { runWorker } = await import('./workers/worker.js')
+    return runWorker(loaded, (message) => io.err(message))
   }
-
-  const { Gateway } = await import(GATEWAY_MODULE) as GatewayModule
+  const { Gateway } = await import('./gateway.js')
+  const { startPrimary, workerCount } = await import('./workers/primary.js')
+  const count = workerCount(loaded.config.workers, availableParallelism())
   let gateway: RunningGateway
   try {
-    gateway = await Gateway.start(loaded)
+    if (count > 1) {
+      const { gateway: primary, pool } = await startPrimary(loaded, count, (message) => io.err(message))
+      gateway = {
+        drain: async () => {
+          await pool.stop(loaded.config.timeouts.shutdownGraceMs)
+          await primary.close()
+        },
+        reload: () => primary.admin!.reload(),
+        reopenLogs: () => {
+          primary.observability?.reopenLogs()
+          pool.reopenLogs()
+        },
+      }
+    } else {
+      const single = await Gateway.start(loaded)
+      gateway = {
+        drain: () => single.drain(),
+        reload: () => (single.admin ?? single).reload(),
+        reopenLogs: () => single.observability?.reopenLogs(),
+      }
+    }
   } catch (err) {
     io.err(`error: ${(err as Error).message}`)
     return 1
@@ -144,13 +157,13 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
       })
     }
     const reload = (): void => {
-      (gateway.admin ?? gateway).reload().then((result) => {
+      gateway.reload().then((result) => {
         if (result.ok) io.err(`SIGHUP: reloaded ${display(loaded.file, io)}`)
         else for (const line of formatIssues(display(loaded.file, io), result.errors ?? [])) io.err(`SIGHUP: reload rejected: ${line}`)
       }, (err: unknown) => io.err(`SIGHUP: reload failed: ${(err as Error).message}`))
     }
     // Log rotation (logrotate: move the file, then send USR1), as nginx does.
-    const reopen = (): void => gateway.observability?.reopenLogs()
+    const reopen = (): void => gateway.reopenLogs()
     process.on('SIGTERM', stop)
     process.on('SIGINT', stop)
     process.on('SIGHUP', reload)
@@ -428,11 +441,6 @@ function display(file: string, io: CliIo): string {
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file
 }
 
-function describeFile(file: string): string {
-  if (file.endsWith('ca.crt')) return 'CA certificate (trust it in clients)'
-  if (file.endsWith('ca.key')) return 'CA key'
-  return file.endsWith('.key') ? 'TLS key' : 'TLS certificate'
-}
 
 // ---------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import { describeToken, prepareAdminReload, startupAdminToken } from './admin/ad
 import { withRouteDefaults } from './config/defaults.js'
 import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
 import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.js'
-import { ensureCertificates } from './listeners/certificate-authority.js'
+import { defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
 import { Engine, type EngineSettings } from './listeners/engine.js'
 import { Listener } from './listeners/listener.js'
 import { StartupError } from './listeners/startup-error.js'
@@ -29,6 +29,7 @@ import { DeadlineSweeper } from './timers.js'
 import { HealthChecker } from './upstream/health-checker.js'
 import { TargetSet } from './upstream/target-set.js'
 import { UpstreamGroup } from './upstream/upstream-group.js'
+import { mergePrometheus, mergeStats } from './workers/merge-figures.js'
 
 /** Idle pooled connections kept per upstream target. */
 const MAX_IDLE_PER_TARGET = 256
@@ -38,6 +39,38 @@ const ROUTE_TARGET_HEALTH = Object.freeze({ maxFails: 3, cooldownMs: 10_000 })
 export interface ReloadResult {
   ok: boolean
   errors?: ConfigIssue[]
+}
+
+/**
+ * How this process takes part: alone (`single`), or with `workers` processes (node:cluster):
+ * the `primary` owns the admin API, the state file and the embedded registry and serves no
+ * traffic; each `worker` serves traffic and follows the primary over IPC (src/workers/).
+ */
+export type Role = 'single' | 'primary' | 'worker'
+
+/** What a primary gateway asks of its workers (src/workers/primary.ts implements it). */
+export interface ClusterHooks {
+  /** Every live worker's Prometheus text and /stats object. */
+  figures(): Promise<{ metrics: string[]; stats: Record<string, unknown>[] }>
+  /** Whether every worker is up and listening. */
+  readiness(): { ready: boolean; reasons: string[] }
+  adminRoutesChanged(routes: readonly RouteConfig[]): void
+  cachePurged(key: string | undefined): void
+  /** Makes every worker reload; answers their problems (none: all reloaded). */
+  reloadWorkers(): Promise<ConfigIssue[]>
+}
+
+export interface StartOptions {
+  /** Start-up lines and operational events (default: JSON lines on stderr). */
+  log?: LogSink
+  /** Where GATEWAY_ADMIN_TOKEN is read (default: process.env). */
+  env?: NodeJS.ProcessEnv
+  /** Default "single". */
+  role?: Role
+  /** A worker's view of the primary's embedded registry (IPC-fed). */
+  registrySource?: RegistrySource
+  /** A primary's link to its workers. */
+  cluster?: ClusterHooks
 }
 
 export class Gateway {
@@ -54,6 +87,8 @@ export class Gateway {
   observability: Observability | null = null
   /** Where GATEWAY_ADMIN_TOKEN is read, at start and on every reload. */
   private env: NodeJS.ProcessEnv = process.env
+  role: Role = 'single'
+  private clusterHooks: ClusterHooks | null = null
   private adminRoutes: readonly RouteConfig[]
   /** Maintenance pages by upstream name (read at start and reload). */
   private errorPages: ReadonlyMap<string, string>
@@ -96,17 +131,17 @@ export class Gateway {
     return this.loaded.config
   }
 
-  /**
-   * Builds and starts a gateway; throws StartupError (or StateFileError) on failure.
-   * `options.log` receives the start-up lines and operational events (default: JSON lines on
-   * stderr); `options.env` is where GATEWAY_ADMIN_TOKEN is read (default: process.env).
-   */
-  static async start(loaded: LoadedConfig, options: { log?: LogSink; env?: NodeJS.ProcessEnv } = {}): Promise<Gateway> {
+  /** Builds and starts a gateway; throws StartupError (or StateFileError) on failure. */
+  static async start(loaded: LoadedConfig, options: StartOptions = {}): Promise<Gateway> {
     const log = options.log ?? logLine
+    const role = options.role ?? 'single'
     const config = loaded.config
-    const tlsConfigs = config.listeners.filter((l) => l.tls !== undefined).map((l) => l.tls!)
-    const created = await ensureCertificates(tlsConfigs, ['localhost', '127.0.0.1', '::1'])
-    for (const file of created) log(`created self-signed certificate file ${file} (replace it with a real certificate in production)`)
+    if (role !== 'worker') {
+      // Workers never create files: the primary did, before forking them.
+      const tlsConfigs = config.listeners.filter((l) => l.tls !== undefined).map((l) => l.tls!)
+      const created = await ensureCertificates(tlsConfigs, defaultCertificateHosts(config.workspaces.hostSuffix))
+      for (const file of created) log(`created self-signed certificate file ${file} (replace it with a real certificate in production)`)
+    }
     const contexts = await loadAllTls(config)
     if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const store = await RegistryStore.open(config.stateFile)
@@ -119,7 +154,9 @@ export class Gateway {
     const reg = config.workspaces.registry
     let registry: EmbeddedRegistry | null = null
     let source: RegistrySource
-    if (reg.url === null) {
+    if (options.registrySource !== undefined) {
+      source = options.registrySource
+    } else if (reg.url === null) {
       registry = new EmbeddedRegistry(store)
       source = registry
     } else {
@@ -129,11 +166,14 @@ export class Gateway {
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const gw = new Gateway(loaded, store, registry, source, pages)
     gw.env = options.env ?? process.env
-    gw.health.start()
+    gw.role = role
+    gw.clusterHooks = options.cluster ?? null
+    // The primary serves no traffic: health checks belong to the workers that use them.
+    if (role !== 'primary') gw.health.start()
     try {
       gw.observability = await Observability.start(config.accessLog, log)
-      for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
-      gw.admin = await AdminServer.start(gw, adminToken)
+      if (role !== 'primary') for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
+      if (role !== 'worker') gw.admin = await AdminServer.start(gw, adminToken)
     } catch (err) {
       await gw.close()
       throw err
@@ -142,8 +182,10 @@ export class Gateway {
       const l = gw.listeners.get(name)
       log(`${name} listening on ${addr.address}:${addr.port}${l === undefined ? '' : ` (${l.tls ? 'https' : 'http'}${l.config.workspacesOnly ? ', workspaces only' : ''})`}`)
     }
-    log(`registry: ${reg.url === null ? `embedded, state in ${config.stateFile}` : reg.url}`)
-    log(describeToken(adminToken))
+    if (role !== 'worker') {
+      log(`registry: ${reg.url === null ? `embedded, state in ${config.stateFile}` : reg.url}`)
+      log(describeToken(adminToken))
+    }
     return gw
   }
 
@@ -170,12 +212,38 @@ export class Gateway {
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = []
     if (this.engine.draining) reasons.push('shutting down')
-    for (const lc of this.config.listeners) if (!this.listeners.has(lc.name)) reasons.push(`listener ${lc.name} is not bound`)
+    if (this.clusterHooks !== null) reasons.push(...this.clusterHooks.readiness().reasons)
+    else for (const lc of this.config.listeners) if (!this.listeners.has(lc.name)) reasons.push(`listener ${lc.name} is not bound`)
     if (this.registry === null) {
       const stats = this.cache.stats()
       if (!stats.connected && stats.size === 0) reasons.push('the registry event stream is not connected and the route cache is empty')
     }
     return { ready: reasons.length === 0, reasons }
+  }
+
+  // ---- figures (for the admin API) ----------------------------------------------------
+
+  /** GET /metrics: this process's figures, or with workers, all of theirs added up. */
+  async metricsText(): Promise<string> {
+    if (this.clusterHooks !== null) return mergePrometheus((await this.clusterHooks.figures()).metrics)
+    const o = this.observability
+    return o === null ? '' : o.metrics.prometheus(this, o.accessLog.figures())
+  }
+
+  /** GET /stats: as metricsText. */
+  async statsJson(): Promise<Record<string, unknown>> {
+    if (this.clusterHooks !== null) {
+      const all = (await this.clusterHooks.figures()).stats
+      return { workers: all.length, ...mergeStats(all) }
+    }
+    const o = this.observability
+    return o === null ? {} : o.metrics.stats(this, o.accessLog.figures())
+  }
+
+  /** POST /cache/purge: here, and in every worker. */
+  purgeCache(key?: string): void {
+    this.cache.purge(key)
+    this.clusterHooks?.cachePurged(key)
   }
 
   // ---- routes -------------------------------------------------------------------------
@@ -220,10 +288,20 @@ export class Gateway {
 
   private changes: Promise<unknown> = Promise.resolve()
 
-  private async applyAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
+  /**
+   * A worker's copy of the admin routes the primary validated and persisted: applied, never
+   * written (the primary owns the state file).
+   */
+  followAdminRoutes(routes: readonly RouteConfig[]): Promise<number> {
+    if (JSON.stringify(routes) === JSON.stringify(this.adminRoutes)) return Promise.resolve(this.routesVersion)
+    return this.serially(() => this.applyAdminRoutes(routes, false))
+  }
+
+  private async applyAdminRoutes(routes: readonly RouteConfig[], persist = true): Promise<number> {
     const frozen = Object.freeze(routes.map((r) => Object.freeze({ ...r })))
     const table = this.compileRoutes(this.config, frozen)
-    await this.store.update((doc) => { doc.routes = frozen })
+    if (persist) await this.store.update((doc) => { doc.routes = frozen })
+    this.clusterHooks?.adminRoutesChanged(frozen)
     this.adminRoutes = frozen
     this.engine.router.table = table
     this.routesVersion++
@@ -320,7 +398,7 @@ export class Gateway {
     // nothing changed), then swap, then drain the removed ones.
     const added: Listener[] = []
     const keep = new Set<string>()
-    for (const lc of config.listeners) {
+    for (const lc of this.role === 'primary' ? [] : config.listeners) {
       const current = this.listeners.get(lc.name)
       if (current !== undefined && sameListener(current.config, lc)) {
         keep.add(lc.name)
@@ -360,6 +438,11 @@ export class Gateway {
     for (const l of added) this.listeners.set(l.name, l)
     if ('token' in admin) this.admin?.setToken(admin.token)
     void this.observability?.configure(config.accessLog)
+    if (this.clusterHooks !== null) {
+      // Checked here first, so a worker only fails on what is its own (a port it cannot bind).
+      const problems = await this.clusterHooks.reloadWorkers()
+      if (problems.length > 0) return this.reloadFailed(problems)
+    }
     if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
     return { ok: true }
   }

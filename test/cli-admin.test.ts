@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { COMPILED_CLI_DIR } from './helpers/compiled-cli.js'
 import type http from 'node:http'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { runCli, type CliIo } from '../src/cli.js'
@@ -172,18 +173,10 @@ describe('the admin token', () => {
 })
 
 describe('signals to the compiled gateway', () => {
-  let build: string
   let child: ChildProcess | null = null
 
-  beforeAll(async () => {
-    build = join(repoRoot, `.cli-admin-test-${process.pid}`)
-    await run(process.execPath, [
-      join(repoRoot, 'node_modules/typescript/bin/tsc'), '--outDir', build, '--rootDir', join(repoRoot, 'src'),
-      '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--strict', '--skipLibCheck',
-      '--types', 'node', join(repoRoot, 'src/cli.ts'), join(repoRoot, 'src/gateway.ts'),
-    ], { cwd: repoRoot })
-  }, 60_000)
-  afterAll(async () => { await rm(build, { recursive: true, force: true }) })
+  // Compiled once for the whole run by test/global-setup.ts.
+  const build = COMPILED_CLI_DIR
   afterEach(async () => {
     if (child !== null && child.exitCode === null) {
       child.kill('SIGKILL')

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { COMPILED_CLI_DIR } from './helpers/compiled-cli.js'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { runCli, type CliIo } from '../src/cli.js'
 
@@ -130,17 +131,8 @@ describe('command line errors', () => {
 describe('the compiled gateway command', () => {
   // Compiled next to src/ and dist/ (one folder under the root), so the embedded config is
   // found the way dist/cli.js finds it.
-  let build: string
-
-  beforeAll(async () => {
-    build = join(repoRoot, `.cli-test-${process.pid}`)
-    await run(process.execPath, [
-      join(repoRoot, 'node_modules/typescript/bin/tsc'), '--outDir', build, '--rootDir', join(repoRoot, 'src'),
-      '--module', 'NodeNext', '--moduleResolution', 'NodeNext', '--target', 'ES2022', '--strict', '--skipLibCheck',
-      '--types', 'node', join(repoRoot, 'src/cli.ts'),
-    ], { cwd: repoRoot })
-  })
-  afterAll(async () => { await rm(build, { recursive: true, force: true }) })
+  // Compiled once for the whole run by test/global-setup.ts.
+  const build = COMPILED_CLI_DIR
 
   async function gateway(args: string[], env: NodeJS.ProcessEnv = {}) {
     const { GATEWAY_CONFIG: _, ...inherited } = process.env

@@ -134,12 +134,11 @@ export class AdminServer {
         }
         return
       case '/stats':
-        if (allow(req, res, 'GET, HEAD')) sendJson(res, 200, this.gateway.observability?.metrics.stats(this.gateway, this.gateway.observability.accessLog.figures()) ?? {})
+        if (allow(req, res, 'GET, HEAD')) sendJson(res, 200, await this.gateway.statsJson())
         return
       case '/metrics':
         if (allow(req, res, 'GET, HEAD')) {
-          const o = this.gateway.observability
-          const text = o === null ? '' : await o.metrics.prometheus(this.gateway, o.accessLog.figures())
+          const text = await this.gateway.metricsText()
           sendText(res, 200, text, 'text/plain; version=0.0.4; charset=utf-8')
         }
         return
@@ -156,7 +155,7 @@ export class AdminServer {
       return
     }
     if (body === undefined || (isObject(body) && Object.keys(body).length === 0)) {
-      this.gateway.cache.purge()
+      this.gateway.purgeCache()
       sendJson(res, 200, { ok: true, purged: 'all' })
       return
     }
@@ -165,7 +164,7 @@ export class AdminServer {
       return
     }
     const key = body.key.toLowerCase()
-    this.gateway.cache.purge(key)
+    this.gateway.purgeCache(key)
     sendJson(res, 200, { ok: true, purged: key })
   }
 }

@@ -1,0 +1,188 @@
+// The primary of a multi-process gateway (config `workers`): forks the workers that serve
+// traffic, keeps one admin API, one state file and one embedded registry for all of them,
+// tells every worker about each change, adds their figures up, and restarts a worker that
+// dies while the others keep serving.
+//
+// Workers share each listening socket (node:cluster with SCHED_NONE: the kernel spreads
+// connections; round-robin through the primary would cost an IPC message per connection).
+
+import cluster, { type Worker } from 'node:cluster'
+import type { ConfigIssue, LoadedConfig } from '../config/load.js'
+import type { RouteConfig } from '../config/types.js'
+import { Gateway, type ClusterHooks } from '../gateway.js'
+import type { LogSink } from '../observability/event-log.js'
+import { gatewayEvent } from '../observability/channels.js'
+import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
+
+/** How long a worker gets to answer a figures or reload request. */
+const ASK_TIMEOUT_MS = 5000
+/** A worker that dies sooner than this after starting is restarted with growing delays. */
+const STABLE_AFTER_MS = 10_000
+
+interface WorkerState {
+  worker: Worker
+  slot: number
+  ready: boolean
+  startedAt: number
+}
+
+export class WorkerPool implements ClusterHooks {
+  private readonly workers = new Map<number, WorkerState>()
+  private gateway: Gateway | null = null
+  private stopping = false
+  private nextId = 1
+  private readonly pending = new Map<number, (message: ToPrimary) => void>()
+  private readonly restartDelay = new Map<number, number>()
+
+  constructor(private readonly count: number, private readonly log: LogSink) {}
+
+  attach(gateway: Gateway): void {
+    this.gateway = gateway
+    gateway.registry?.subscribe((event) => this.broadcast({ type: 'registry-event', event }))
+  }
+
+  /** Forks every worker; resolves when all listen, rejects with the first one's failure. */
+  async start(): Promise<void> {
+    const starts: Promise<void>[] = []
+    for (let slot = 0; slot < this.count; slot++) starts.push(this.fork(slot))
+    await Promise.all(starts)
+  }
+
+  private fork(slot: number): Promise<void> {
+    const worker = cluster.fork({ GATEWAY_WORKER_SLOT: String(slot) })
+    const state: WorkerState = { worker, slot, ready: false, startedAt: Date.now() }
+    this.workers.set(worker.id, state)
+    return new Promise<void>((resolve, reject) => {
+      worker.on('online', () => {
+        const gw = this.gateway
+        if (gw?.registry) {
+          void gw.registry.list().then((snapshot) => this.sendTo(worker, { type: 'registry-snapshot', snapshot }))
+        }
+      })
+      worker.on('message', (message: unknown) => {
+        if (!isMessage(message)) return
+        const m = message as ToPrimary
+        switch (m.type) {
+          case 'ready':
+            state.ready = true
+            // Routes may have changed while it started from the state file.
+            if (this.gateway !== null) this.sendTo(worker, { type: 'admin-routes', routes: this.gateway.adminManagedRoutes })
+            resolve()
+            return
+          case 'failed':
+            reject(new Error(m.message))
+            return
+          default:
+            this.pending.get(m.id)?.(m)
+        }
+      })
+      worker.on('exit', (code, signal) => {
+        this.workers.delete(worker.id)
+        if (!state.ready) reject(new Error(`worker ${slot} exited during start (${signal ?? code})`))
+        if (this.stopping) return
+        this.onDied(state, code, signal)
+      })
+    })
+  }
+
+  private onDied(state: WorkerState, code: number | null, signal: string | null): void {
+    const quick = Date.now() - state.startedAt < STABLE_AFTER_MS
+    const delay = quick ? Math.min(30_000, (this.restartDelay.get(state.slot) ?? 250) * 2) : 250
+    this.restartDelay.set(state.slot, delay)
+    this.log(`worker ${state.slot} exited (${signal ?? `code ${code}`}); restarting it in ${delay} ms`)
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'worker_restarted', slot: state.slot, code, signal, delayMs: delay })
+    setTimeout(() => {
+      if (this.stopping) return
+      this.fork(state.slot).catch((err: unknown) => this.log(`worker ${state.slot} failed to restart: ${(err as Error).message}`))
+    }, delay).unref()
+  }
+
+  private sendTo(worker: Worker, message: ToWorker): void {
+    if (worker.isConnected()) worker.send(message, undefined, () => {})
+  }
+
+  private broadcast(message: ToWorker): void {
+    for (const { worker } of this.workers.values()) this.sendTo(worker, message)
+  }
+
+  /** Asks every ready worker; answers arrive or time out. */
+  private ask<T extends ToPrimary>(make: (id: number) => ToWorker): Promise<(T | null)[]> {
+    const asks = [...this.workers.values()].filter((s) => s.ready).map((s) => new Promise<T | null>((resolve) => {
+      const id = this.nextId++
+      const timer = setTimeout(() => { this.pending.delete(id); resolve(null) }, ASK_TIMEOUT_MS)
+      this.pending.set(id, (m) => { clearTimeout(timer); this.pending.delete(id); resolve(m as T) })
+      this.sendTo(s.worker, make(id))
+    }))
+    return Promise.all(asks)
+  }
+
+  // ---- ClusterHooks -------------------------------------------------------------------
+
+  async figures(): Promise<{ metrics: string[]; stats: Record<string, unknown>[] }> {
+    const answers = (await this.ask<ToPrimary & { type: 'figures' }>((id) => ({ type: 'figures', id }))).filter((a) => a !== null)
+    return { metrics: answers.map((a) => a!.metrics), stats: answers.map((a) => a!.stats) }
+  }
+
+  readiness(): { ready: boolean; reasons: string[] } {
+    const ready = [...this.workers.values()].filter((s) => s.ready).length
+    const reasons = ready < this.count ? [`${ready} of ${this.count} workers are serving`] : []
+    return { ready: reasons.length === 0, reasons }
+  }
+
+  adminRoutesChanged(routes: readonly RouteConfig[]): void {
+    this.broadcast({ type: 'admin-routes', routes })
+  }
+
+  cachePurged(key: string | undefined): void {
+    this.broadcast(key === undefined ? { type: 'purge' } : { type: 'purge', key })
+  }
+
+  async reloadWorkers(): Promise<ConfigIssue[]> {
+    const answers = await this.ask<ToPrimary & { type: 'reloaded' }>((id) => ({ type: 'reload', id }))
+    const issues: ConfigIssue[] = []
+    answers.forEach((a, i) => {
+      if (a === null) issues.push({ path: '', message: `worker ${i} did not answer the reload in ${ASK_TIMEOUT_MS} ms` })
+      else for (const e of a.errors) issues.push({ path: e.path, message: `worker ${i}: ${e.message}` })
+    })
+    return issues
+  }
+
+  reopenLogs(): void {
+    this.broadcast({ type: 'reopen-logs' })
+  }
+
+  /** Drains every worker (each finishes what it serves, up to shutdownGraceMs) and waits. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true
+    const exits = [...this.workers.values()].map(({ worker }) => new Promise<void>((resolve) => {
+      if (worker.isDead()) return resolve()
+      worker.once('exit', () => resolve())
+      this.sendTo(worker, { type: 'drain' })
+    }))
+    const timer = setTimeout(() => { for (const { worker } of this.workers.values()) worker.process.kill('SIGKILL') }, graceMs + 5000)
+    await Promise.all(exits)
+    clearTimeout(timer)
+  }
+}
+
+/** "auto": one worker per core. */
+export function workerCount(workers: number | 'auto', cores: number): number {
+  return workers === 'auto' ? Math.max(1, cores) : workers
+}
+
+/** Starts the primary and its workers; resolves with the running pieces. */
+export async function startPrimary(loaded: LoadedConfig, count: number, log: LogSink): Promise<{ gateway: Gateway; pool: WorkerPool }> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE
+  const pool = new WorkerPool(count, log)
+  const gateway = await Gateway.start(loaded, { role: 'primary', cluster: pool, log })
+  pool.attach(gateway)
+  try {
+    await pool.start()
+  } catch (err) {
+    await pool.stop(0)
+    await gateway.close()
+    throw err
+  }
+  log(`${count} workers serving`)
+  return { gateway, pool }
+}

@@ -1,0 +1,96 @@
+// `workers: N` end to end with the real command: one admin API for all workers, changes
+// reaching every worker, figures added up, a dead worker restarted while the others serve,
+// and a clean drain on SIGTERM.
+
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, expect, it } from 'vitest'
+import { COMPILED_CLI } from '../helpers/compiled-cli.js'
+import { waitFor } from '../helpers/fake-registry.js'
+import { httpUpstream } from '../helpers/upstream.js'
+
+const cleanups: (() => Promise<unknown> | void)[] = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+
+async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1')
+  await once(s, 'listening')
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise((r) => s.close(r))
+  return port
+}
+
+/** A fresh connection per request, so the kernel spreads them over the workers. */
+async function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { connection: 'close' } })
+  return { status: res.status, body: await res.text() }
+}
+
+it('runs N workers behind one admin API and keeps serving when one dies', async () => {
+  const up = await httpUpstream((req, res) => res.end(`up:${req.url}`))
+  cleanups.push(() => up.close())
+  const dir = mkdtempSync(join(tmpdir(), 'gw-workers-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const [port, adminPort] = [await freePort(), await freePort()]
+  const configFile = join(dir, 'gw.json')
+  writeFileSync(configFile, JSON.stringify({
+    listeners: [{ name: 'http', port, host: '127.0.0.1' }],
+    upstreams: { up: { targets: [up.target] } },
+    routes: [{ id: 'all', pathPrefix: '/', upstream: 'up' }],
+    admin: { host: '127.0.0.1', port: adminPort, token: 'tok' },
+    stateFile: join(dir, 'state.json'),
+    workers: 2,
+  }))
+  const child: ChildProcess = spawn(process.execPath, [COMPILED_CLI, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (d) => (stderr += d))
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+    }
+  })
+  const admin = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${adminPort}${path}`, { ...init, headers: { authorization: 'Bearer tok', ...init.headers } })
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => null))?.status === 200, 15_000, `the cluster to be ready (${stderr})`)
+  const workerPids = () => execFileSync('pgrep', ['-P', String(child.pid)]).toString().trim().split('\n').map(Number)
+  expect(workerPids()).toHaveLength(2)
+
+  for (let i = 0; i < 10; i++) expect(await get(port, `/a${i}`)).toEqual({ status: 200, body: `up:/a${i}` })
+  const stats = await (await admin('/stats')).json() as { workers: number; requests: { total: number } }
+  expect(stats.workers).toBe(2)
+  expect(stats.requests.total).toBe(10)
+  expect(await (await admin('/metrics')).text()).toContain('gateway_requests_total{listener="http",route="all",status_class="2xx"} 10')
+
+  // A registry change and a route change reach every worker.
+  expect((await admin(`/servers/${up.port}_node1`, { method: 'PUT', body: JSON.stringify({ target: up.target }) })).status).toBe(200)
+  expect((await admin('/routes', { method: 'PUT', body: JSON.stringify({ routes: [{ id: 'blocked', pathPrefix: '/blocked', targets: ['127.0.0.1:9'] }] }) })).status).toBe(200)
+  await waitFor(async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => get(port, `/${up.port}_node1/x`)))
+    return answers.every((a) => a.body === `up:/${up.port}_node1/x`)
+  }, 5000, 'the workspace server on every worker')
+  // The admin route to a dead port is in force everywhere: nothing reaches the upstream.
+  await waitFor(async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => get(port, '/blocked')))
+    return answers.every((a) => a.status === 502 || a.status === 503)
+  }, 5000, 'the admin route on every worker')
+
+  // One worker dies: the other keeps serving, and a new one takes its place.
+  const [victim] = workerPids()
+  process.kill(victim, 'SIGKILL')
+  for (let i = 0; i < 5; i++) expect((await get(port, '/during')).status).toBe(200)
+  await waitFor(() => { const pids = workerPids(); return pids.length === 2 && !pids.includes(victim) }, 10_000, 'the worker to be restarted')
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 10_000, 'ready again')
+  // The new worker got the registry and the routes.
+  const after = await Promise.all(Array.from({ length: 8 }, () => get(port, `/${up.port}_node1/y`)))
+  expect(after.every((a) => a.status === 200)).toBe(true)
+
+  child.kill('SIGTERM')
+  const [code] = await once(child, 'exit')
+  expect(code).toBe(0)
+}, 60_000)
