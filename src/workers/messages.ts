@@ -15,6 +15,8 @@ export type ToWorker =
   | { type: 'drain' }
 
 export type ToPrimary =
+  /** The worker listens for messages now (anything sent before would be lost): send state. */
+  | { type: 'hello' }
   | { type: 'ready' }
   | { type: 'failed'; message: string }
   | { type: 'reloaded'; id: number; errors: ConfigIssue[] }

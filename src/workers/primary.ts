@@ -53,16 +53,15 @@ export class WorkerPool implements ClusterHooks {
     const state: WorkerState = { worker, slot, ready: false, startedAt: Date.now() }
     this.workers.set(worker.id, state)
     return new Promise<void>((resolve, reject) => {
-      worker.on('online', () => {
-        const gw = this.gateway
-        if (gw?.registry) {
-          void gw.registry.list().then((snapshot) => this.sendTo(worker, { type: 'registry-snapshot', snapshot }))
-        }
-      })
       worker.on('message', (message: unknown) => {
         if (!isMessage(message)) return
         const m = message as ToPrimary
         switch (m.type) {
+          case 'hello': {
+            const registry = this.gateway?.registry
+            if (registry) void registry.list().then((snapshot) => this.sendTo(worker, { type: 'registry-snapshot', snapshot }))
+            return
+          }
           case 'ready':
             state.ready = true
             // Routes may have changed while it started from the state file.

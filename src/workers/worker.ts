@@ -9,6 +9,9 @@ import type { LogSink } from '../observability/event-log.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 import { ReplicaRegistry } from './replica-registry.js'
 
+/** How long a worker waits for the primary's registry before giving up. */
+const SNAPSHOT_TIMEOUT_MS = 10_000
+
 function send(message: ToPrimary): void {
   process.send?.(message)
 }
@@ -27,9 +30,14 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
     exiting ??= (gw === null ? Promise.resolve() : gw.drain()).then(() => 0, () => 1)
     void exiting.then(finish)
   }
+  let gotSnapshot: () => void = () => {}
+  const snapshot = new Promise<void>((resolve) => { gotSnapshot = resolve })
   const handle = (message: ToWorker): void => {
     if (gw === null) {
-      if (message.type === 'registry-snapshot') replica?.applySnapshot(message.snapshot)
+      if (message.type === 'registry-snapshot') {
+        replica?.applySnapshot(message.snapshot)
+        gotSnapshot()
+      }
       else if (message.type === 'drain') stop()
       else early.push(message)
       return
@@ -70,6 +78,7 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
     }
   }
   process.on('message', (message: unknown) => { if (isMessage(message)) handle(message as ToWorker) })
+  send({ type: 'hello' })
   // The primary is gone (killed, crashed): finish what is in flight and leave.
   process.on('disconnect', stop)
   try {
