@@ -105,6 +105,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
   const cluster = (await import('node:cluster')).default
   if (cluster.isWorker) {
     const { runWorker } = await import('./workers/worker.js')
+    keepServingOnBugs(io)
     return runWorker(loaded, (message) => io.err(message))
   }
   const { Gateway } = await import('./gateway.js')
@@ -137,6 +138,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
     io.err(`error: ${(err as Error).message}`)
     return 1
   }
+  keepServingOnBugs(io)
 
   return new Promise<number>((done) => {
     let draining = false
@@ -169,6 +171,23 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
     process.on('SIGHUP', reload)
     process.on('SIGUSR1', reopen)
   })
+}
+
+/**
+ * The last line of defence: an exception that escaped every handler is a bug in the gateway,
+ * but ending the process would drop every user's connections for one request's sake. It is
+ * logged loudly and counted (gateway_events_total{event="internal_error"}), and the gateway
+ * keeps serving.
+ */
+function keepServingOnBugs(io: CliIo): void {
+  const report = (kind: string) => (err: unknown): void => {
+    io.err(`internal error (${kind}; a bug, please report it): ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+    void import('./observability/channels.js').then(({ gatewayEvent }) => {
+      if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'internal_error', kind, message: err instanceof Error ? err.message : String(err) })
+    })
+  }
+  process.on('uncaughtException', report('uncaught exception'))
+  process.on('unhandledRejection', report('unhandled rejection'))
 }
 
 async function check(args: ParsedArgs, io: CliIo): Promise<number> {
