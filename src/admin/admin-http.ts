@@ -4,34 +4,11 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ConfigIssue } from '../config/types.js'
+import { readBody as readAnyBody, sendErrors, sendJson, sendText } from '../control-http.js'
 
 export type AdminIssue = ConfigIssue
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (res.headersSent || res.destroyed) return
-  const text = `${JSON.stringify(body)}\n`
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(text)),
-    'cache-control': 'no-store',
-    ...headers,
-  })
-  res.end(res.req.method === 'HEAD' ? undefined : text)
-}
-
-export function sendErrors(res: ServerResponse, status: number, errors: readonly AdminIssue[], headers: Record<string, string> = {}): void {
-  sendJson(res, status, { errors }, headers)
-}
-
-export function sendText(res: ServerResponse, status: number, text: string, contentType: string): void {
-  if (res.headersSent || res.destroyed) return
-  res.writeHead(status, {
-    'content-type': contentType,
-    'content-length': String(Buffer.byteLength(text)),
-    'cache-control': 'no-store',
-  })
-  res.end(res.req.method === 'HEAD' ? undefined : text)
-}
+export { sendErrors, sendJson, sendText }
 
 /** A request body that could not be used; `status` is 400 or 413. */
 export class BodyError extends Error {
@@ -41,51 +18,11 @@ export class BodyError extends Error {
   }
 }
 
-/**
- * Reads a whole request body of at most `limit` bytes. An announced or actual size over the
- * limit rejects with 413 at once (the rest is not read: the connection is closed after the
- * answer, see `sendBodyError`).
- */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const tooLarge = (): BodyError => new BodyError(413, { path: '', message: `the request body is larger than ${limit} bytes` })
-    const announced = Number(req.headers['content-length'])
-    if (announced > limit) {
-      reject(tooLarge())
-      return
-    }
-    const chunks: Buffer[] = []
-    let size = 0
-    const cleanup = (): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-      req.off('aborted', onAborted)
-    }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > limit) {
-        cleanup()
-        req.pause()
-        reject(tooLarge())
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      cleanup()
-      resolve(Buffer.concat(chunks, size))
-    }
-    const onError = (err: Error): void => {
-      cleanup()
-      reject(err)
-    }
-    const onAborted = (): void => onError(new Error('the client went away'))
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-    req.on('aborted', onAborted)
-  })
+/** A whole request body of at most `limit` bytes; rejects with a 413 BodyError over it. */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const body = await readAnyBody(req, limit)
+  if (body === null) throw new BodyError(413, { path: '', message: `the request body is larger than ${limit} bytes` })
+  return body
 }
 
 /**

@@ -10,6 +10,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { RegistryEvent, RegistrySnapshot, RegistrySource, RegistrySourceState } from './registry-source.js'
+import { readBody, sendErrors, sendJson } from '../control-http.js'
 import { RegistryStore } from './registry-store.js'
 import { keyProblem, parseServerEntry } from './server-entry.js'
 import type { FieldError, ServerEntry } from './server-entry.js'
@@ -221,7 +222,7 @@ export class EmbeddedRegistry implements RegistrySource {
   private async handlePut(req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
     const body = await readBody(req, this.maxBodyBytes)
     if (body === null) {
-      sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], true)
+      sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
       return
     }
     let value: unknown
@@ -343,57 +344,6 @@ function sameEntry(a: ServerEntry, b: ServerEntry): boolean {
   return a.key === b.key && a.target === b.target && a.workspaceId === b.workspaceId && a.server === b.server
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    if (Number(req.headers['content-length']) > limit) {
-      resolve(null)
-      return
-    }
-    const chunks: Buffer[] = []
-    let size = 0
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > limit) {
-        cleanup()
-        req.pause()
-        resolve(null)
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      cleanup()
-      resolve(Buffer.concat(chunks, size))
-    }
-    const onError = (err: Error): void => {
-      cleanup()
-      reject(err)
-    }
-    const cleanup = (): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-    }
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-  })
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown, close = false): void {
-  if (res.headersSent || res.destroyed) return
-  const text = JSON.stringify(body) + '\n'
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-    ...(close ? { connection: 'close' } : {}),
-  })
-  res.end(res.req.method === 'HEAD' ? undefined : text)
-}
-
-function sendErrors(res: ServerResponse, status: number, errors: readonly FieldError[], close = false): void {
-  sendJson(res, status, { errors }, close)
-}
 
 function methodNotAllowed(res: ServerResponse, allow: string): void {
   res.setHeader('allow', allow)
