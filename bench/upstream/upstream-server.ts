@@ -2,6 +2,7 @@
 // loader's event loop. Kept lean on purpose: the "direct" rows measure it, and it is the
 // ceiling every proxy row sits under.
 //   GET (any path)  -> 200 "hello world\n" with content-length
+//   GET /bytes/N    -> 200 with N bytes (content-length), written with backpressure (the soak)
 //   POST            -> 200 "<bytes received>\n"
 //   websocket       -> echoes every message
 // It listens on plain HTTP (with websockets) and on two HTTPS ports (ECDSA and RSA
@@ -16,6 +17,8 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 export interface UpstreamArgs {
   readonly ecdsa: { readonly cert: string; readonly key: string }
   readonly rsa: { readonly cert: string; readonly key: string }
+  /** Plain HTTP port; 0 or absent: any free port. The soak restarts the upstream on the same one. */
+  readonly httpPort?: number
 }
 
 export interface UpstreamReady {
@@ -40,12 +43,36 @@ class BodyCounter {
   }
 }
 
+const FILLER = Buffer.alloc(65536, 'b')
+
+/** Writes `total` bytes, waiting for 'drain' whenever the socket is full. */
+function sendBytes(res: ServerResponse, total: number): void {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) })
+  let left = total
+  const pump = (): void => {
+    while (left > 0 && !res.destroyed) {
+      const n = Math.min(left, FILLER.length)
+      left -= n
+      if (!res.write(n === FILLER.length ? FILLER : FILLER.subarray(0, n))) {
+        res.once('drain', pump)
+        return
+      }
+    }
+    if (left === 0) res.end()
+  }
+  pump()
+}
+
 function handle(req: IncomingMessage, res: ServerResponse): void {
   if (req.method === 'POST' || req.method === 'PUT') {
     const counter = new BodyCounter(res)
     req.on('data', counter.onData)
     req.on('end', counter.onEnd)
     return
+  }
+  if (req.url!.startsWith('/bytes/')) {
+    const n = Number(req.url!.slice(7))
+    if (Number.isSafeInteger(n) && n >= 0 && n <= 1 << 30) return sendBytes(res, n)
   }
   res.writeHead(200, HELLO_HEADERS)
   res.end(HELLO)
@@ -62,8 +89,11 @@ function tune(server: Server): void {
   server.requestTimeout = 0
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', 4096, () => resolve((server.address() as AddressInfo).port)))
+function listen(server: Server, port = 0): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', 4096, () => resolve((server.address() as AddressInfo).port))
+  })
 }
 
 async function main(): Promise<void> {
@@ -86,7 +116,7 @@ async function main(): Promise<void> {
   }
   const ready: UpstreamReady = {
     type: 'ready',
-    httpPort: await listen(http),
+    httpPort: await listen(http, args.httpPort ?? 0),
     httpsPorts: { ecdsa: await listen(servers.ecdsa), rsa: await listen(servers.rsa) },
   }
   process.send?.(ready)

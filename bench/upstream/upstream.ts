@@ -12,8 +12,9 @@ export interface Upstream {
   stop(): Promise<void>
 }
 
-export async function startUpstream(workDir: string, certs: CertSet, nofile: number): Promise<Upstream> {
-  const args: UpstreamArgs = { ecdsa: certs.ecdsa, rsa: certs.rsa }
+/** `httpPort`: a fixed plain HTTP port (the soak restarts the upstream on the same one). */
+export async function startUpstream(workDir: string, certs: CertSet, nofile: number, httpPort = 0): Promise<Upstream> {
+  const args: UpstreamArgs = { ecdsa: certs.ecdsa, rsa: certs.rsa, httpPort }
   const child: TrackedChild = spawnTracked('upstream', process.execPath, [join(benchDist, 'upstream', 'upstream-server.js'), JSON.stringify(args)], join(workDir, 'upstream.log'), { ipc: true, nofile })
   const ready = await new Promise<UpstreamReady>((resolve, reject) => {
     child.process.once('message', (message) => resolve(message as UpstreamReady))

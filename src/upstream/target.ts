@@ -37,8 +37,12 @@ export class Target {
   failures = 0
   /** Epoch ms until which the target is out of rotation; 0 while healthy. */
   downUntil = 0
-  /** A request is testing a target whose cool-down ran out. */
-  private trial = false
+  /**
+   * Until when a trial request owns a target whose cool-down ran out (0: no trial). Bounded
+   * by connectMs, so a trial whose request was abandoned mid-connect cannot keep the target
+   * out of rotation for good.
+   */
+  private trialUntil = 0
 
   constructor(readonly key: string, private readonly sweeper: DeadlineSweeper, private readonly settings: PoolSettings) {
     const colon = key.lastIndexOf(':')
@@ -63,15 +67,20 @@ export class Target {
    */
   available(now: number): boolean {
     if (this.downUntil === 0) return true
-    if (this.downUntil > now || this.trial) return false
-    this.trial = true
+    if (this.downUntil > now || this.trialUntil > now) return false
+    this.trialUntil = now + this.settings.connectMs
     return true
+  }
+
+  /** The trial's connection was abandoned before it connected: the next request may try. */
+  trialAbandoned(): void {
+    this.trialUntil = 0
   }
 
   /** A connection succeeded (or an active check passed). */
   markUp(): void {
     this.failures = 0
-    this.trial = false
+    this.trialUntil = 0
     if (this.downUntil !== 0) {
       this.downUntil = 0
       if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'upstream_up', target: this.key })
@@ -80,7 +89,7 @@ export class Target {
 
   /** A connection failed (or an active check did). */
   markFailed(why: string): void {
-    this.trial = false
+    this.trialUntil = 0
     const health = this.health
     if (health === null) return
     this.failures++

@@ -148,6 +148,7 @@ export class UpstreamConnection implements Expirable {
    */
   abort(): void {
     if (this.state === State.Closed) return
+    if (this.state === State.Connecting) this.target.trialAbandoned()
     this.state = State.Closed
     this.deadline = 0
     this.sink = null
@@ -157,6 +158,7 @@ export class UpstreamConnection implements Expirable {
 
   destroy(): void {
     if (this.state === State.Closed) return
+    if (this.state === State.Connecting) this.target.trialAbandoned()
     this.state = State.Closed
     this.deadline = 0
     this.sink = null

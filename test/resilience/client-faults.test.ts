@@ -5,10 +5,11 @@
 
 import { once } from 'node:events'
 import http from 'node:http'
+import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket, { WebSocketServer } from 'ws'
 import { waitFor } from '../helpers/fake-registry.js'
-import { faultScene, rawConversation, type FaultScene } from '../helpers/fault-scene.js'
+import { faultScene, rawConversation, request, type FaultScene } from '../helpers/fault-scene.js'
 import { httpUpstream, type TestServer } from '../helpers/upstream.js'
 
 const cleanups: (() => Promise<unknown> | void)[] = []
@@ -104,6 +105,31 @@ describe('a client that vanishes mid-request', () => {
     await waitFor(() => seen.requests === 1, 3000, 'the request upstream')
     client.socket.destroy()
     await waitFor(() => seen.responsesClosedEarly === 1, 2000, 'the upstream response closed')
+    await s.check.finish()
+  })
+})
+
+describe('a client that gives up on the trial request of a recovering target', () => {
+  // After a cool-down, exactly one request tries the target again (target.ts, available());
+  // its outcome must decide, whatever happens to the client that sent it. Here that request
+  // is abandoned while its upstream connection is still connecting: a malformed chunked body
+  // that arrived with the head makes the gateway drop the exchange in the same turn.
+  it('does not keep the target out of rotation when the trial request is dropped while connecting', async () => {
+    const s0 = net.createServer().listen(0, '127.0.0.1')
+    await once(s0, 'listening')
+    const port = (s0.address() as net.AddressInfo).port
+    await new Promise((r) => s0.close(r))
+    const s = await faultScene([`127.0.0.1:${port}`], {}, { maxFails: 1, cooldownMs: 200 })
+    cleanups.push(() => s.close())
+    expect((await request(s.port, '/app')).code).toBe('upstream_unreachable')
+    const revived = http.createServer((_req, res) => res.end('back')).listen(port, '127.0.0.1')
+    cleanups.push(() => new Promise((r) => revived.close(r)))
+    await once(revived, 'listening')
+    await new Promise((r) => setTimeout(r, 300)) // the cool-down is over: the next request is the trial
+    const trial = await rawConversation(s.port, 'POST /app HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n')
+    const out = await trial.closed()
+    expect(out.bytes.toString('latin1')).toMatch(/^HTTP\/1\.1 400 /)
+    await waitFor(async () => (await request(s.port, '/app')).text === 'back', 3000, 'the target back in rotation')
     await s.check.finish()
   })
 })
