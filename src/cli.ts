@@ -106,7 +106,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
   if (cluster.isWorker) {
     const { runWorker } = await import('./workers/worker.js')
     keepServingOnBugs(io)
-    return runWorker(loaded, (message) => io.err(message))
+    return runWorker(loaded, jsonLines(io))
   }
   const { Gateway } = await import('./gateway.js')
   const { startPrimary, workerCount } = await import('./workers/primary.js')
@@ -114,7 +114,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
   let gateway: RunningGateway
   try {
     if (count > 1) {
-      const { gateway: primary, pool } = await startPrimary(loaded, count, (message) => io.err(message))
+      const { gateway: primary, pool } = await startPrimary(loaded, count, jsonLines(io))
       gateway = {
         drain: async () => {
           await pool.stop(loaded.config.timeouts.shutdownGraceMs)
@@ -171,6 +171,11 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
     process.on('SIGHUP', reload)
     process.on('SIGUSR1', reopen)
   })
+}
+
+/** Start-up lines and operational events as JSON lines on stderr, fields kept (as a single process logs them). */
+function jsonLines(io: CliIo): (message: string, fields?: Record<string, unknown>) => void {
+  return (message, fields) => io.err(JSON.stringify({ time: new Date().toISOString(), level: 'info', message, ...fields }))
 }
 
 /**

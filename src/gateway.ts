@@ -7,6 +7,7 @@ import { storedAdminRoutes } from './admin/admin-routes.js'
 import { AdminServer } from './admin/admin-server.js'
 import { describeToken, prepareAdminReload, startupAdminToken } from './admin/admin-settings.js'
 import { withRouteDefaults } from './config/defaults.js'
+import { isForbiddenTarget, parseTarget } from './config/validate.js'
 import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
 import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.js'
 import { defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
@@ -115,7 +116,7 @@ export class Gateway {
     this.sweeper = new DeadlineSweeper(() => { if (++sweeps % 40 === 0) this.targets.prune((key) => this.isStaticTarget(key)) })
     this.targets = new TargetSet(this.sweeper, poolSettings(config))
     this.cache = new RouteCache(source, config.workspaces.registry)
-    const router = new Router(this.compileRoutes(config, this.adminRoutes), this.cache, config.workspaces.hostSuffix, this.targets)
+    const router = new Router(this.compileRoutes(config, this.adminRoutes), this.cache, config.workspaces.hostSuffix, this.targets, config.admin.allowMetadataTargets)
     this.engine = new Engine(router, engineSettings(config), this.sweeper)
     this.cache.on('server-changed', (key, previous, next) => this.onServerChanged(key, previous, next))
     this.health = this.healthChecker(config)
@@ -157,7 +158,11 @@ export class Gateway {
     if (options.registrySource !== undefined) {
       source = options.registrySource
     } else if (reg.url === null) {
-      registry = new EmbeddedRegistry(store)
+      registry = new EmbeddedRegistry(store, {
+        targetRule: (target) => !config.admin.allowMetadataTargets && isMetadataTarget(target)
+          ? `${target} is a link-local or cloud-metadata address (allowed only with admin.allowMetadataTargets)`
+          : null,
+      })
       source = registry
     } else {
       source = new RegistryClient({ url: reg.url, token: reg.token })
@@ -427,6 +432,7 @@ export class Gateway {
     const router = this.engine.router
     router.table = table
     router.hostSuffix = config.workspaces.hostSuffix
+    router.allowMetadataTargets = config.admin.allowMetadataTargets
     this.routesVersion++
     for (const name of keep) this.listeners.get(name)!.setCertificates(contexts.get(name) ?? (undefined as never))
     for (const [name, l] of [...this.listeners]) {
@@ -553,6 +559,11 @@ async function loadErrorPages(config: GatewayConfig): Promise<Map<string, string
 function readAdminRoutes(store: RegistryStore): readonly RouteConfig[] {
   const routes = (store.document as { routes?: unknown }).routes
   return Array.isArray(routes) ? Object.freeze((routes as RouteConfig[]).map((r) => withRouteDefaults(r) as RouteConfig)) : Object.freeze([])
+}
+
+function isMetadataTarget(target: string): boolean {
+  const parsed = parseTarget(target)
+  return parsed !== null && isForbiddenTarget(parsed.host)
 }
 
 function logLine(message: string, fields?: Record<string, unknown>): void {

@@ -1,4 +1,5 @@
 // Every scenario, in run order (`--scenario` selects by name).
+import { accessLog } from './access-log.js'
 import { getKeepalive } from './get-keepalive.js'
 import { getNewConn } from './get-new-conn.js'
 import { httpsKeepalive } from './https-keepalive.js'
@@ -20,4 +21,5 @@ export const scenarios: readonly Scenario[] = [
   wsIdle,
   routes100k,
   workspaceRoutes,
+  accessLog,
 ]

@@ -93,6 +93,7 @@ export const gatewayTarget: TargetDriver = {
     }
     // Only when asked: the key is the contract's `workers`, and unknown keys are rejected.
     if (env.workers !== null) config.workers = env.workers
+    if (spec.accessLog === true) config.accessLog = { enabled: true, path: join(env.workDir, `gateway-${n}-access.log`) }
     const file = join(env.workDir, `gateway-${n}.json`)
     await writeFile(file, JSON.stringify(config))
     const child = spawnTracked('gateway', process.execPath, [gatewayCli, 'start', '--config', file], join(env.workDir, `gateway-${n}.log`), { cwd: repoRoot, nofile: env.nofile })

@@ -25,7 +25,8 @@ interface Current {
 }
 
 function reusable(running: TargetSpec, wanted: TargetSpec): boolean {
-  return !running.fresh && !wanted.fresh && running.routes === wanted.routes && (!wanted.usesTls || running.cert === wanted.cert)
+  return !running.fresh && !wanted.fresh && running.routes === wanted.routes && (running.accessLog ?? false) === (wanted.accessLog ?? false) &&
+    (!wanted.usesTls || running.cert === wanted.cert)
 }
 
 /** Failures are remembered by what was started, not by who asked. */

@@ -23,6 +23,8 @@ export interface TargetSpec {
   readonly routes: RouteSet
   /** A new process for this scenario alone (memory figures want one without history). */
   readonly fresh: boolean
+  /** Gateway only: write the access log to a file in the run's folder. */
+  readonly accessLog?: boolean
 }
 
 export const DEFAULT_SPEC: TargetSpec = { cert: 'ecdsa', usesTls: false, routes: 'catch-all', fresh: false }

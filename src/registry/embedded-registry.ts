@@ -22,6 +22,8 @@ export interface EmbeddedRegistryOptions {
   readonly keepaliveMs?: number
   /** Largest accepted `PUT /servers/{key}` body, bytes. Default 64 KiB. */
   readonly maxBodyBytes?: number
+  /** Extra rule for targets put through the API: why a target is refused, or null. */
+  readonly targetRule?: (target: string) => string | null
   /** An event stream whose unsent backlog grows past this is dropped (the follower resumes with since=), bytes. Default 4 MiB. */
   readonly maxStreamBufferBytes?: number
 }
@@ -56,6 +58,7 @@ export class EmbeddedRegistry implements RegistrySource {
   private readonly keepaliveMs: number
   private readonly maxBodyBytes: number
   private readonly maxStreamBufferBytes: number
+  private readonly targetRule: ((target: string) => string | null) | undefined
 
   constructor(readonly store: RegistryStore, options: EmbeddedRegistryOptions = {}) {
     for (const entry of store.document.servers) this.map.set(entry.key, entry)
@@ -64,6 +67,7 @@ export class EmbeddedRegistry implements RegistrySource {
     this.keepaliveMs = options.keepaliveMs ?? 15_000
     this.maxBodyBytes = options.maxBodyBytes ?? 64 * 1024
     this.maxStreamBufferBytes = options.maxStreamBufferBytes ?? 4 * 1024 * 1024
+    this.targetRule = options.targetRule
   }
 
   /** Opens the state file (see RegistryStore.open for its errors) and builds the registry on it. */
@@ -242,6 +246,11 @@ export class EmbeddedRegistry implements RegistrySource {
     }
     if (entry.key !== key) {
       sendErrors(res, 400, [{ path: 'key', message: `${JSON.stringify(entry.key)} does not match the key in the URL (${key})` }])
+      return
+    }
+    const targetProblem = this.targetRule?.(entry.target) ?? null
+    if (targetProblem !== null) {
+      sendErrors(res, 400, [{ path: 'target', message: targetProblem }])
       return
     }
     const stored = await this.put(entry)

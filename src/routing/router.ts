@@ -10,6 +10,12 @@ import type { Target } from '../upstream/target.js'
 import type { TargetSet } from '../upstream/target-set.js'
 import type { UpstreamGroup } from '../upstream/upstream-group.js'
 import { RouteTable, type RouteDefinition } from './route-table.js'
+import { isForbiddenTarget, parseTarget } from '../config/validate.js'
+
+function forbiddenTarget(target: string): boolean {
+  const parsed = parseTarget(target)
+  return parsed === null || isForbiddenTarget(parsed.host)
+}
 
 /** What the forwarding engine needs from a routing decision. */
 export interface Destination {
@@ -70,6 +76,7 @@ export class Router {
     private readonly resolver: WorkspaceResolver | null,
     public hostSuffix: string | null,
     private readonly targets: TargetSet,
+    public allowMetadataTargets = false,
   ) {}
 
   /** Throws GatewayError (`no_route`); workspace lookups may return a promise. */
@@ -91,6 +98,11 @@ export class Router {
 
   private workspace(key: string, entry: { target: string } | null): Destination {
     if (entry === null) throw new GatewayError('unknown_workspace_server', `the registry knows no workspace server ${JSON.stringify(key)}`)
+    // Registry entries get the same guard as route targets: a workspace server is never a
+    // link-local or cloud-metadata address (unless admin.allowMetadataTargets says so).
+    if (!this.allowMetadataTargets && forbiddenTarget(entry.target)) {
+      throw new GatewayError('unknown_workspace_server', `the registry entry for ${JSON.stringify(key)} points at a link-local or metadata address`)
+    }
     return new WorkspaceDestination(key, this.targets.get(entry.target))
   }
 }

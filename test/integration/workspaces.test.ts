@@ -80,6 +80,20 @@ describe('workspace routes (embedded registry)', () => {
     expect(agent.connections).toBe(0)
   })
 
+  it('never sends a workspace request to a link-local or metadata address, and refuses to store one', async () => {
+    const gw = await gateway()
+    await gw.gw.registry!.put({ key: '80_metadata', target: '169.254.169.254:80' })
+    const res = await fetch(`http://127.0.0.1:${gw.port()}/80_metadata/latest/meta-data/`)
+    expect(res.status).toBe(404)
+    expect(res.headers.get('x-gateway-error')).toBe('unknown_workspace_server')
+    const admin = gw.gw.addresses().admin.port
+    const put = await fetch(`http://127.0.0.1:${admin}/servers/80_meta2`, {
+      method: 'PUT', headers: { authorization: 'Bearer test-admin-token' }, body: JSON.stringify({ target: '[::ffff:a9fe:a9fe]:80' }),
+    })
+    expect(put.status).toBe(400)
+    expect(((await put.json()) as { errors: { path: string }[] }).errors[0].path).toBe('target')
+  })
+
   it('routes a host name under hostSuffix by the full host name', async () => {
     const agent = await upstream()
     const gw = await gateway()
