@@ -11,7 +11,7 @@
 // Log rotation: move the file away, then SIGUSR1 (or `reopen()`): the next write goes to a
 // newly created file at the configured path (logrotate's "create" mode, like nginx's USR1).
 
-import { close as closeFd, open as openFd, write as writeFd } from 'node:fs'
+import { close as closeFd, open as openFd, writev as writevFd } from 'node:fs'
 import type { AccessLogConfig } from '../config/types.js'
 import { gatewayEvent, requestDone, type RequestDoneMessage } from './channels.js'
 import type { AccessLogFigures } from './metrics.js'
@@ -37,7 +37,16 @@ export class AccessLog {
   private readonly maxBufferedBytes: number
   private readonly stdout: NodeJS.WritableStream
 
-  private batch: string[] = []
+  /**
+   * Lines are encoded straight into fixed-size buffers (no string joining and no second
+   * copy when written): `filled` wait for the output, `current` takes new lines.
+   */
+  private filled: Buffer[] = []
+  private filledLines: number[] = []
+  private current: Buffer
+  private used = 0
+  private currentLines = 0
+  /** Bytes waiting in `filled` and `current`. */
   private batchBytes = 0
   /** Bytes handed to the output and not yet written. */
   private inFlightBytes = 0
@@ -67,6 +76,7 @@ export class AccessLog {
     this.flushMs = options.flushMs ?? 200
     this.maxBufferedBytes = options.maxBufferedBytes ?? 16 * 1024 * 1024
     this.stdout = options.stdout ?? process.stdout
+    this.current = Buffer.allocUnsafe(this.flushBytes)
   }
 
   figures(): AccessLogFigures {
@@ -126,7 +136,7 @@ export class AccessLog {
 
   /** Resolves once everything logged so far is written (or dropped). */
   idle(): Promise<void> {
-    if (!this.writing && this.batch.length === 0) return Promise.resolve()
+    if (!this.writing && this.batchBytes === 0) return Promise.resolve()
     return new Promise((resolve) => {
       this.idleWaiters.push(resolve)
       if (!this.writing) void this.flush()
@@ -161,8 +171,12 @@ export class AccessLog {
       requestId: m.requestId,
       error: m.error,
     })}\n`
-    this.batch.push(line)
-    this.batchBytes += line.length
+    // A line is at most 3 bytes a character in UTF-8; one that does not fit starts a buffer.
+    if (this.used + line.length * 3 > this.current.length) this.seal(line.length * 3)
+    const n = this.current.write(line, this.used)
+    this.used += n
+    this.currentLines++
+    this.batchBytes += n
     if (this.writing) return
     if (this.batchBytes >= this.flushBytes) void this.flush()
     else if (this.timer === null) {
@@ -204,14 +218,19 @@ export class AccessLog {
             this.report('access_log_error', `cannot reopen ${this.settings.path}: ${(err as Error).message}; writing on to the old file`)
           }
         }
-        if (this.batch.length === 0) break
-        const text = this.batch.join('')
-        const n = this.batch.length
-        this.batch = []
-        this.batchBytes = 0
-        this.inFlightBytes = text.length
+        if (this.batchBytes === 0) break
+        if (this.used > 0) this.seal(0)
+        // Everything waiting goes in one write: the output catches up in one loop turn.
+        const parts = this.filled
+        let size = 0
+        for (const p of parts) size += p.length
+        const n = this.filledLines.reduce((sum, k) => sum + k, 0)
+        this.filled = []
+        this.filledLines = []
+        this.batchBytes -= size
+        this.inFlightBytes = size
         try {
-          await this.write(Buffer.from(text, 'utf8'))
+          await this.write(parts)
           this.lines += n
         } catch (err) {
           this.dropped += n
@@ -225,24 +244,42 @@ export class AccessLog {
     }
   }
 
-  private write(data: Buffer): Promise<void> {
+  /** Moves the lines in `current` to `filled` and starts a buffer with room for `need` bytes. */
+  private seal(need: number): void {
+    if (this.used > 0) {
+      this.filled.push(this.current.subarray(0, this.used))
+      this.filledLines.push(this.currentLines)
+    }
+    this.current = Buffer.allocUnsafe(Math.max(this.flushBytes, need))
+    this.used = 0
+    this.currentLines = 0
+  }
+
+  /** Writes `parts` in order, as one writev where the output is a file. */
+  private write(parts: Buffer[]): Promise<void> {
     if (this.fd === STDOUT) {
       return new Promise((resolve, reject) => {
-        this.stdout.write(data, (err?: Error | null) => err ? reject(err) : resolve())
+        for (let i = 0; i < parts.length - 1; i++) this.stdout.write(parts[i])
+        this.stdout.write(parts[parts.length - 1], (err?: Error | null) => err ? reject(err) : resolve())
       })
     }
     const fd = this.fd
     return new Promise((resolve, reject) => {
-      const step = (offset: number): void => {
-        writeFd(fd, data, offset, data.length - offset, null, (err, written) => {
-          if (err) reject(err)
-          else if (offset + written < data.length) step(offset + written)
-          else resolve()
+      const step = (rest: Buffer[]): void => {
+        writevFd(fd, rest, null, (err, written) => {
+          if (err) return reject(err)
+          // A short write: skip what went out, go on with the rest.
+          let skip = written
+          while (rest.length > 0 && skip >= rest[0].length) skip -= rest.shift()!.length
+          if (rest.length === 0) return resolve()
+          if (skip > 0) rest[0] = rest[0].subarray(skip)
+          step(rest)
         })
       }
-      step(0)
+      step(parts.slice())
     })
   }
+
 
   /** Makes `fd` the output (STDOUT: stdout), now if no write is running, else between two writes. */
   private switchTo(fd: number): void {

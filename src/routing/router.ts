@@ -57,7 +57,7 @@ export class CompiledRoute implements RouteDefinition, Destination {
 class WorkspaceDestination implements Destination {
   readonly routeId = 'workspace'
   readonly errorPage = null
-  constructor(readonly workspaceKey: string, private readonly target: Target) {}
+  constructor(readonly workspaceKey: string, readonly target: Target, readonly allowMetadata: boolean) {}
   /** One container, no alternative: health does not apply (its errors are its own). */
   pick(_now: number, exclude: Target | null): Target | null {
     return this.target === exclude ? null : this.target
@@ -98,11 +98,20 @@ export class Router {
 
   private workspace(key: string, entry: { target: string } | null): Destination {
     if (entry === null) throw new GatewayError('unknown_workspace_server', `the registry knows no workspace server ${JSON.stringify(key)}`)
+    // Registry entries are replaced, never changed in place: the destination made for one
+    // (target checked, Target found) serves every request until the entry changes.
+    const known = this.destinations.get(entry)
+    // (Unless its Target was pruned while idle: then a fresh one keeps pools one per address.)
+    if (known !== undefined && known.allowMetadata === this.allowMetadataTargets && this.targets.peek(entry.target) === known.target) return known
     // Registry entries get the same guard as route targets: a workspace server is never a
     // link-local or cloud-metadata address (unless admin.allowMetadataTargets says so).
     if (!this.allowMetadataTargets && forbiddenTarget(entry.target)) {
       throw new GatewayError('unknown_workspace_server', `the registry entry for ${JSON.stringify(key)} points at a link-local or metadata address`)
     }
-    return new WorkspaceDestination(key, this.targets.get(entry.target))
+    const made = new WorkspaceDestination(key, this.targets.get(entry.target), this.allowMetadataTargets)
+    this.destinations.set(entry, made)
+    return made
   }
+
+  private readonly destinations = new WeakMap<object, WorkspaceDestination>()
 }
