@@ -13,7 +13,7 @@ import { runCli, type CliIo } from '../src/cli.js'
 import { loadConfigFile } from '../src/config/load.js'
 import { Gateway } from '../src/gateway.js'
 import { startGateway, type TestGateway } from './helpers/gateway.js'
-import { httpUpstream, type TestServer } from './helpers/upstream.js'
+import { httpUpstream, type TestServer, freePort } from './helpers/upstream.js'
 
 const run = promisify(execFile)
 const repoRoot = fileURLToPath(new URL('../', import.meta.url))
@@ -228,17 +228,6 @@ describe('signals to the compiled gateway', () => {
     expect(code).toBe(0)
   }, 30_000)
 })
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
-}
 
 async function until(check: () => boolean | Promise<boolean>, context: () => string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs

@@ -107,3 +107,15 @@ export function rawClient(port: number): { socket: net.Socket; received: () => s
   })
   return { socket, received: () => data, waitFor }
 }
+
+/**
+ * A port nothing listens on (bound, then released): for a connection that must be refused,
+ * or a fixed port to configure before something binds it.
+ */
+export async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1')
+  await once(s, 'listening')
+  const port = (s.address() as net.AddressInfo).port
+  await new Promise((r) => s.close(r))
+  return port
+}

@@ -11,18 +11,9 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { finalResponse } from '../helpers/http-bytes.js'
 import { exchange, socketClosed, useTestScope, within } from '../helpers/test-scope.js'
-import { httpUpstream, type TestServer } from '../helpers/upstream.js'
+import { httpUpstream, type TestServer, freePort } from '../helpers/upstream.js'
 
 const scope = useTestScope()
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  s.listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 async function occupy(): Promise<number> {
   const s = net.createServer()

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from '../helpers/fake-registry.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { httpUpstream, rawClient, type TestServer } from '../helpers/upstream.js'
+import { httpUpstream, rawClient, type TestServer, freePort } from '../helpers/upstream.js'
 
 const cleanups: (() => Promise<unknown> | void)[] = []
 afterEach(async () => {
@@ -25,15 +25,6 @@ async function named(name: string, handler?: http.RequestListener): Promise<Test
   }))
   cleanups.push(() => up.close())
   return up
-}
-
-/** A port nothing listens on (bound, then released). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
 }
 
 async function gateway(upstream: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestGateway> {
@@ -73,7 +64,7 @@ describe('load balancing and health', () => {
   })
 
   it('retries a connect failure on another target and takes the dead one out of rotation', async () => {
-    const dead = await deadPort()
+    const dead = await freePort()
     const b = await named('b')
     const gw = await gateway({ targets: [`127.0.0.1:${dead}`, b.target], maxFails: 2, cooldownMs: 60000 })
     for (let i = 0; i < 6; i++) {
@@ -85,7 +76,7 @@ describe('load balancing and health', () => {
   })
 
   it('retries a POST whose body came whole on another target', async () => {
-    const dead = await deadPort()
+    const dead = await freePort()
     const b = await named('b')
     const gw = await gateway({ targets: [`127.0.0.1:${dead}`, b.target] })
     for (let i = 0; i < 2; i++) {
@@ -95,7 +86,7 @@ describe('load balancing and health', () => {
   })
 
   it('brings a target back with one trial request after its cool-down', async () => {
-    const port = await deadPort()
+    const port = await freePort()
     const gw = await gateway({ targets: [`127.0.0.1:${port}`], maxFails: 1, cooldownMs: 300 })
     expect((await get(gw)).code).toBe('upstream_unreachable')
     expect((await get(gw)).code).toBe('no_healthy_upstream')
@@ -107,7 +98,7 @@ describe('load balancing and health', () => {
   })
 
   it('answers 503 no_healthy_upstream when every target is out', async () => {
-    const gw = await gateway({ targets: [`127.0.0.1:${await deadPort()}`, `127.0.0.1:${await deadPort()}`], maxFails: 1, cooldownMs: 60000 })
+    const gw = await gateway({ targets: [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`], maxFails: 1, cooldownMs: 60000 })
     expect((await get(gw)).code).toBe('upstream_unreachable')
     const r = await get(gw)
     expect(r.status).toBe(503)
@@ -137,7 +128,7 @@ describe('maintenance page', () => {
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
     const page = join(dir, 'maintenance.html')
     writeFileSync(page, '<html><body>Back soon ☕</body></html>')
-    const gw = await gateway({ targets: [`127.0.0.1:${await deadPort()}`], errorPage: page })
+    const gw = await gateway({ targets: [`127.0.0.1:${await freePort()}`], errorPage: page })
     const browser = await get(gw, '/dashboard', { accept: 'text/html,application/xhtml+xml' })
     expect(browser.status).toBe(503)
     expect(browser.type).toContain('text/html')

@@ -16,7 +16,7 @@ import { gatewayEvent } from '../../src/observability/channels.js'
 import { waitFor } from '../helpers/fake-registry.js'
 import { request } from '../helpers/fault-scene.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { httpUpstream, rawClient } from '../helpers/upstream.js'
+import { httpUpstream, rawClient, freePort } from '../helpers/upstream.js'
 
 type GatewayEventMessage = { event: string } & Record<string, unknown>
 
@@ -50,18 +50,10 @@ async function app() {
   return up
 }
 
-async function deadPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
-}
-
 describe('operational events', () => {
   it('publishes upstream_down when a target is taken out and upstream_up when it comes back', async () => {
     const events = recordEvents()
-    const port = await deadPort()
+    const port = await freePort()
     const target = `127.0.0.1:${port}`
     const gw = await gateway({ upstreams: { app: { targets: [target], maxFails: 1, cooldownMs: 300 } }, routes: [{ id: 'app', pathPrefix: '/', upstream: 'app' }] })
     expect((await request(gw.port(), '/')).code).toBe('upstream_unreachable')
@@ -118,7 +110,7 @@ describe('operational events seen by an operator', () => {
   it('turns a target down and up, a limit hit, a reload and a route change into log lines and gateway_events_total', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gw-events-'))
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
-    const port = await deadPort()
+    const port = await freePort()
     const target = `127.0.0.1:${port}`
     const configFile = join(dir, 'gateway.json')
     const config = {

@@ -9,7 +9,7 @@ import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from '../helpers/fake-registry.js'
 import { faultScene, httpGet, rawConversation, request, type FaultScene } from '../helpers/fault-scene.js'
-import { rawUpstream, type TestServer } from '../helpers/upstream.js'
+import { rawUpstream, type TestServer, freePort } from '../helpers/upstream.js'
 
 type RawServer = TestServer<net.Server> & { sockets: Set<net.Socket> }
 
@@ -30,20 +30,12 @@ async function raw(onRequest: (socket: net.Socket, data: Buffer) => void): Promi
   return up
 }
 
-async function deadPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
-}
-
 const GET = (path = '/x') => `GET ${path} HTTP/1.1\r\nHost: app\r\n\r\n`
 const headOf = (b: Buffer) => b.toString('latin1', 0, Math.max(0, b.indexOf('\r\n\r\n')))
 
 describe('an upstream that fails before answering', () => {
   it('answers 502 upstream_unreachable while the upstream refuses, then 503 no_healthy_upstream once it is out', async () => {
-    const s = await scene([`127.0.0.1:${await deadPort()}`], {}, { maxFails: 3, cooldownMs: 60_000 })
+    const s = await scene([`127.0.0.1:${await freePort()}`], {}, { maxFails: 3, cooldownMs: 60_000 })
     const answers: string[] = []
     for (let i = 0; i < 5; i++) {
       const r = await request(s.port, '/app')

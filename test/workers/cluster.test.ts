@@ -11,20 +11,12 @@ import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
 import { COMPILED_CLI } from '../helpers/compiled-cli.js'
 import { waitFor } from '../helpers/fake-registry.js'
-import { httpUpstream } from '../helpers/upstream.js'
+import { httpUpstream, freePort } from '../helpers/upstream.js'
 
 const cleanups: (() => Promise<unknown> | void)[] = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const port = (s.address() as net.AddressInfo).port
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 /** A fresh connection per request, so the kernel spreads them over the workers. */
 async function get(port: number, path: string): Promise<{ status: number; body: string }> {
