@@ -9,11 +9,11 @@ import { promisify } from 'node:util'
 import { COMPILED_CLI_DIR } from './helpers/compiled-cli.js'
 import type http from 'node:http'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { runCli, type CliIo } from '../src/cli.js'
 import { loadConfigFile } from '../src/config/load.js'
 import { Gateway } from '../src/gateway.js'
 import { startGateway, type TestGateway } from './helpers/gateway.js'
 import { httpUpstream, type TestServer, freePort } from './helpers/upstream.js'
+import { runCaptured, type Captured } from './helpers/run-cli.js'
 
 const run = promisify(execFile)
 const repoRoot = fileURLToPath(new URL('../', import.meta.url))
@@ -32,20 +32,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-interface Captured { code: number; out: string[]; err: string[] }
-
-async function cli(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
-  const out: string[] = []
-  const err: string[] = []
-  const io: CliIo = {
-    out: (line) => out.push(line),
-    err: (line) => err.push(line),
-    env,
-    cwd: dir,
-    exit: (code) => { throw new Error(`exit(${code}) called`) },
-  }
-  const code = await runCli(argv, io)
-  return { code, out, err }
+function cli(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
+  return runCaptured(argv, dir, env)
 }
 
 /** A gateway, and a config file for the CLI that names its admin listener's real port. */

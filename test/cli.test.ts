@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { COMPILED_CLI_DIR } from './helpers/compiled-cli.js'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { runCli, type CliIo } from '../src/cli.js'
+import { runCaptured, type Captured } from './helpers/run-cli.js'
 
 const run = promisify(execFile)
 const repoRoot = fileURLToPath(new URL('../', import.meta.url))
@@ -16,20 +16,8 @@ let dir: string
 beforeEach(async () => { dir = await mkdtemp(join(tmpdir(), 'gw-cli-')) })
 afterEach(async () => { await rm(dir, { recursive: true, force: true }) })
 
-interface Captured { code: number; out: string[]; err: string[] }
-
-async function cli(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
-  const out: string[] = []
-  const err: string[] = []
-  const io: CliIo = {
-    out: (line) => out.push(line),
-    err: (line) => err.push(line),
-    env,
-    cwd: dir,
-    exit: (code) => { throw new Error(`exit(${code}) called`) },
-  }
-  const code = await runCli(argv, io)
-  return { code, out, err }
+function cli(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<Captured> {
+  return runCaptured(argv, dir, env)
 }
 
 const bad = { listeners: [{ name: 'web', port: 'eighty' }], routes: [{ id: 'r', upstream: 'nowhere' }] }
