@@ -153,13 +153,15 @@ export class Gateway {
     }
     const adminToken = await startupAdminToken(config, options.env ?? process.env)
     const reg = config.workspaces.registry
+    let running: Gateway | null = null
     let registry: EmbeddedRegistry | null = null
     let source: RegistrySource
     if (options.registrySource !== undefined) {
       source = options.registrySource
     } else if (reg.url === null) {
       registry = new EmbeddedRegistry(store, {
-        targetRule: (target) => !config.admin.allowMetadataTargets && isMetadataTarget(target)
+        // The config in force, not the one at start: a reload may change the rule.
+        targetRule: (target) => !(running?.config ?? config).admin.allowMetadataTargets && isMetadataTarget(target)
           ? `${target} is a link-local or cloud-metadata address (allowed only with admin.allowMetadataTargets)`
           : null,
       })
@@ -170,6 +172,7 @@ export class Gateway {
     const pages = await loadErrorPages(config)
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const gw = new Gateway(loaded, store, registry, source, pages)
+    running = gw
     gw.env = options.env ?? process.env
     gw.role = role
     gw.clusterHooks = options.cluster ?? null
