@@ -8,7 +8,7 @@ import { gatewayEvent } from './channels.js'
 /** The gateway's log sink: a message and structured fields (one JSON line on stderr by default). */
 export type LogSink = (message: string, fields?: Record<string, unknown>) => void
 
-const WARN_EVENTS = new Set(['limit_hit', 'upstream_down', 'listener_error', 'access_log_error'])
+const WARN_EVENTS = new Set(['limit_hit', 'upstream_down', 'listener_error', 'access_log_error', 'worker_restarted'])
 /** Lines per event name per second. */
 const BURST = 20
 
@@ -44,7 +44,7 @@ export class EventLog {
       w.suppressed++
       return
     }
-    const level = WARN_EVENTS.has(name) || (name === 'reload' && m.ok === false) ? 'warn' : 'info'
+    const level = name === 'internal_error' ? 'error' : WARN_EVENTS.has(name) || (name === 'reload' && m.ok === false) ? 'warn' : 'info'
     const fields: Record<string, unknown> = { level, ...m }
     if (w.suppressed > 0) {
       fields.suppressed = w.suppressed
