@@ -547,7 +547,12 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.scanner = null
     this.replayBody = null
     this.pendingHead = null
-    this.pausedForUpstream = false
+    if (this.pausedForUpstream) {
+      // The request body filled the upstream socket, and the exchange ended before its drain
+      // (which now goes to no one): read the client again, or the next request never comes.
+      this.pausedForUpstream = false
+      if (!this.pausedForReadAhead) this.socket.resume()
+    }
   }
 
   private publishDone(): void {
