@@ -1,5 +1,7 @@
 // What every loader returns: one headline figure with its unit, latency, and failures.
 
+import type { LatencyRecorder } from './latency-recorder.js'
+
 export interface Measurement {
   /** "req/s", "msg/s", "handshakes/s", "B/tunnel". */
   readonly unit: string
@@ -36,4 +38,20 @@ export interface HttpLoad {
 export interface HttpLoader {
   readonly name: string
   run(load: HttpLoad): Promise<Measurement>
+}
+
+/** The measurement of a node-driven loop: one latency sample per completed operation. */
+export function fromLatencies(unit: string, loader: string, latency: LatencyRecorder, seconds: number, errors: number, non2xx = 0): Measurement {
+  return {
+    unit,
+    value: latency.size / seconds,
+    higherIsBetter: true,
+    p50Ms: latency.percentile(50),
+    p99Ms: latency.percentile(99),
+    errors,
+    non2xx,
+    total: latency.size,
+    seconds,
+    loader,
+  }
 }

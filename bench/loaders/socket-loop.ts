@@ -4,7 +4,7 @@
 // lower than wrk's for the same target; compare rows of one loader only.
 import { connect, type Socket } from 'node:net'
 import { LatencyRecorder } from './latency-recorder.js'
-import type { HttpLoad, HttpLoader, Measurement } from './measurement.js'
+import { fromLatencies, type HttpLoad, type HttpLoader, type Measurement } from './measurement.js'
 
 class Loop {
   private socket: Socket | null = null
@@ -100,17 +100,6 @@ export const socketLoopLoader: HttpLoader = {
     const t0 = performance.now()
     await run.go(load.connections, load.seconds)
     const seconds = (performance.now() - t0) / 1000
-    return {
-      unit: 'req/s',
-      value: run.latency.size / seconds,
-      higherIsBetter: true,
-      p50Ms: run.latency.percentile(50),
-      p99Ms: run.latency.percentile(99),
-      errors: run.errors,
-      non2xx: run.non2xx,
-      total: run.latency.size,
-      seconds,
-      loader: 'node-sockets',
-    }
+    return fromLatencies('req/s', 'node-sockets', run.latency, seconds, run.errors, run.non2xx)
   },
 }

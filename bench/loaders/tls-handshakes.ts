@@ -4,7 +4,7 @@
 // Latency is connect -> secureConnect.
 import { connect, type TLSSocket } from 'node:tls'
 import { LatencyRecorder } from './latency-recorder.js'
-import type { Measurement } from './measurement.js'
+import { fromLatencies, type Measurement } from './measurement.js'
 
 export interface HandshakeLoad {
   readonly host: string
@@ -71,16 +71,5 @@ export async function runHandshakes(load: HandshakeLoad): Promise<Measurement> {
   const t0 = performance.now()
   await run.go()
   const seconds = (performance.now() - t0) / 1000
-  return {
-    unit: 'handshakes/s',
-    value: run.latency.size / seconds,
-    higherIsBetter: true,
-    p50Ms: run.latency.percentile(50),
-    p99Ms: run.latency.percentile(99),
-    errors: run.errors,
-    non2xx: 0,
-    total: run.latency.size,
-    seconds,
-    loader: 'node-tls',
-  }
+  return fromLatencies('handshakes/s', 'node-tls', run.latency, seconds, run.errors)
 }

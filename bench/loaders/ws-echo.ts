@@ -3,7 +3,7 @@
 // latency is the round trip.
 import WebSocket, { type RawData } from 'ws'
 import { LatencyRecorder } from './latency-recorder.js'
-import type { Measurement } from './measurement.js'
+import { fromLatencies, type Measurement } from './measurement.js'
 
 export interface WsEchoLoad {
   readonly url: string
@@ -99,16 +99,5 @@ class EchoRun {
 export async function runWsEcho(load: WsEchoLoad): Promise<Measurement> {
   const run = new EchoRun(load)
   const seconds = await run.go()
-  return {
-    unit: 'msg/s',
-    value: run.latency.size / seconds,
-    higherIsBetter: true,
-    p50Ms: run.latency.percentile(50),
-    p99Ms: run.latency.percentile(99),
-    errors: run.errors,
-    non2xx: 0,
-    total: run.latency.size,
-    seconds,
-    loader: 'node-ws',
-  }
+  return fromLatencies('msg/s', 'node-ws', run.latency, seconds, run.errors)
 }

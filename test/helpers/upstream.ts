@@ -16,31 +16,43 @@ export interface TestServer<S> {
 
 export async function httpUpstream(handler: http.RequestListener): Promise<TestServer<http.Server>> {
   const server = http.createServer(handler)
+  const t = await listen(server)
+  server.on('connection', (s) => t.track(s))
+  return t
+}
+
+/**
+ * Binds `server` on 127.0.0.1:0 and returns its TestServer; `track` counts and remembers a
+ * connection so `close()` can end it.
+ */
+async function listen<S extends net.Server>(server: S): Promise<TestServer<S> & { sockets: Set<net.Socket>; track(s: net.Socket): void }> {
   const sockets = new Set<net.Socket>()
-  const t = { server, port: 0, target: '', connections: 0, close: async () => {} } as TestServer<http.Server>
-  server.on('connection', (s) => {
-    t.connections++
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  t.port = (server.address() as net.AddressInfo).port
-  t.target = `127.0.0.1:${t.port}`
-  t.close = async () => {
-    for (const s of sockets) s.destroy()
-    await new Promise((r) => server.close(r))
+  const port = (server.address() as net.AddressInfo).port
+  const t = {
+    server,
+    port,
+    target: `127.0.0.1:${port}`,
+    connections: 0,
+    sockets,
+    track(s: net.Socket) {
+      t.connections++
+      sockets.add(s)
+      s.on('close', () => sockets.delete(s))
+    },
+    async close() {
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+    },
   }
   return t
 }
 
 /** A raw upstream: `onSocket` gets each connection and the first chunk of bytes. */
 export async function rawUpstream(onRequest: (socket: net.Socket, data: Buffer) => void): Promise<TestServer<net.Server> & { sockets: Set<net.Socket> }> {
-  const sockets = new Set<net.Socket>()
   const server = net.createServer((s) => {
-    t.connections++
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
+    t.track(s)
     s.on('error', () => {})
     let buf = Buffer.alloc(0)
     s.on('data', (d) => {
@@ -52,15 +64,7 @@ export async function rawUpstream(onRequest: (socket: net.Socket, data: Buffer) 
       }
     })
   })
-  const t = { server, port: 0, target: '', connections: 0, sockets, close: async () => {} } as TestServer<net.Server> & { sockets: Set<net.Socket> }
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.port = (server.address() as net.AddressInfo).port
-  t.target = `127.0.0.1:${t.port}`
-  t.close = async () => {
-    for (const s of sockets) s.destroy()
-    await new Promise((r) => server.close(r))
-  }
+  const t = await listen(server)
   return t
 }
 
