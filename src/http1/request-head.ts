@@ -5,7 +5,7 @@
 // them, so two hops would disagree on what was sent).
 
 import { HeadError } from './head-error.js'
-import { checkLineEndings, readFieldLines } from './field-lines.js'
+import { lineEndProblem, readFieldLines } from './field-lines.js'
 import { TARGET, TOKEN, isValidHost, listHasToken, parseDecimal } from './syntax.js'
 
 export class RequestHead {
@@ -45,16 +45,19 @@ export class RequestHead {
 
 /**
  * Parses the head in `s` (latin1, up to and excluding the final CRLFCRLF). Throws HeadError.
- * `maxHeaderCount` bounds the field lines (too many: `too_large`, answered 431).
+ * `maxHeaderCount` bounds the field lines (too many: `too_large`, answered 431). `bytes`, when
+ * given, holds the same bytes (at least `s.length` of them): the scan runs over it.
  */
-export function parseRequestHead(s: string, maxHeaderCount: number): RequestHead {
-  checkLineEndings(s, 'request')
+export function parseRequestHead(s: string, maxHeaderCount: number, bytes?: Uint8Array): RequestHead {
+  const b = bytes ?? Buffer.from(s, 'latin1')
+  const end = s.length
   const head = new RequestHead()
-  let eol = s.indexOf('\r\n')
-  if (eol === -1) eol = s.length
-  parseRequestLine(s, eol, head)
+  let eol = 0
+  while (eol < end && b[eol] !== 13 && b[eol] !== 10) eol++
+  if (eol < end && (b[eol] !== 13 || eol + 1 >= end || b[eol + 1] !== 10)) throw new HeadError('malformed', lineEndProblem(b, eol, end, 'request'))
+  parseRequestLine(b, s, eol, head)
 
-  readFieldLines(s, eol + 2, maxHeaderCount, true, 'request', head.headers, head.lowerNames)
+  readFieldLines(b, s, eol + 2, end, maxHeaderCount, true, 'request', head.headers, head.lowerNames)
   let teSeen = false
   const fields = head.headers
   const lowers = head.lowerNames
@@ -124,14 +127,16 @@ export function parseRequestHead(s: string, maxHeaderCount: number): RequestHead
   return head
 }
 
-function parseRequestLine(s: string, eol: number, head: RequestHead): void {
-  const sp1 = s.indexOf(' ', 0)
-  if (sp1 <= 0 || sp1 >= eol) throw new HeadError('malformed', 'a malformed request line')
-  const sp2 = s.indexOf(' ', sp1 + 1)
-  if (sp2 === -1 || sp2 >= eol || sp2 === sp1 + 1) throw new HeadError('malformed', 'a malformed request line (HTTP/0.9 is not supported)')
-  for (let i = 0; i < sp1; i++) if (TOKEN[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'an invalid method')
+function parseRequestLine(b: Uint8Array, s: string, eol: number, head: RequestHead): void {
+  let sp1 = 0
+  while (sp1 < eol && TOKEN[b[sp1]] === 1) sp1++
+  if (sp1 === 0 || sp1 >= eol) throw new HeadError('malformed', 'a malformed request line')
+  if (b[sp1] !== 32) throw new HeadError('malformed', 'an invalid method')
+  let sp2 = sp1 + 1
+  while (sp2 < eol && TARGET[b[sp2]] === 1) sp2++
+  if (sp2 >= eol || sp2 === sp1 + 1) throw new HeadError('malformed', 'a malformed request line (HTTP/0.9 is not supported)')
+  if (b[sp2] !== 32) throw new HeadError('malformed', 'an invalid character in the request target')
   const method = s.slice(0, sp1)
-  for (let i = sp1 + 1; i < sp2; i++) if (TARGET[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'an invalid character in the request target')
   let target = s.slice(sp1 + 1, sp2)
   const version = s.slice(sp2 + 1, eol)
   if (version === 'HTTP/1.1') head.minor = 1
@@ -170,7 +175,7 @@ function parseRequestLine(s: string, eol: number, head: RequestHead): void {
 /** Why a complete request line (without CRLF) is unacceptable, or null: for early refusal. */
 export function requestLineProblem(line: string): string | null {
   try {
-    parseRequestLine(line, line.length, new RequestHead())
+    parseRequestLine(Buffer.from(line, 'latin1'), line, line.length, new RequestHead())
     return null
   } catch (err) {
     return (err as Error).message

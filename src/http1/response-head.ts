@@ -3,7 +3,7 @@
 // ways is refused (the gateway answers 502 and drops that connection).
 
 import { HeadError } from './head-error.js'
-import { checkLineEndings, readFieldLines } from './field-lines.js'
+import { lineEndProblem, readFieldLines } from './field-lines.js'
 import { FIELD_VALUE, parseDecimal } from './syntax.js'
 
 export class ResponseHead {
@@ -23,11 +23,14 @@ export class ResponseHead {
   keepAlive = true
 }
 
-export function parseResponseHead(s: string, maxHeaderCount: number): ResponseHead {
-  checkLineEndings(s, 'response')
+/** `bytes`, when given, holds the same bytes as `s` (at least `s.length` of them). */
+export function parseResponseHead(s: string, maxHeaderCount: number, bytes?: Uint8Array): ResponseHead {
+  const b = bytes ?? Buffer.from(s, 'latin1')
+  const end = s.length
   const head = new ResponseHead()
-  let eol = s.indexOf('\r\n')
-  if (eol === -1) eol = s.length
+  let eol = 0
+  while (eol < end && b[eol] !== 13 && b[eol] !== 10) eol++
+  if (eol < end && (b[eol] !== 13 || eol + 1 >= end || b[eol + 1] !== 10)) throw new HeadError('malformed', lineEndProblem(b, eol, end, 'response'))
   // status-line = HTTP-version SP status-code SP [ reason-phrase ]; a missing final SP is
   // tolerated (common, and harmless: nothing follows the code).
   if (!s.startsWith('HTTP/1.')) throw new HeadError('malformed', 'a response that is not HTTP/1.x')
@@ -39,11 +42,11 @@ export function parseResponseHead(s: string, maxHeaderCount: number): ResponseHe
   head.status = d0 * 100 + d1 * 10 + d2
   if (eol > 12) {
     if (s.charCodeAt(12) !== 32) throw new HeadError('malformed', 'a malformed status line')
-    for (let i = 13; i < eol; i++) if (FIELD_VALUE[s.charCodeAt(i)] === 0) throw new HeadError('malformed', 'a control character in the reason phrase')
+    for (let i = 13; i < eol; i++) if (FIELD_VALUE[b[i]] === 0) throw new HeadError('malformed', 'a control character in the reason phrase')
     head.reason = s.slice(13, eol)
   }
 
-  readFieldLines(s, eol + 2, maxHeaderCount, false, 'response', head.headers, head.lowerNames)
+  readFieldLines(b, s, eol + 2, end, maxHeaderCount, false, 'response', head.headers, head.lowerNames)
   let te: string | null = null
   const fields = head.headers
   const lowers = head.lowerNames

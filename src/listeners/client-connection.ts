@@ -187,7 +187,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     }
     let head: RequestHead
     try {
-      head = parseRequestHead(buf.toString('latin1', 0, end), limits.maxHeaderCount)
+      head = parseRequestHead(buf.toString('latin1', 0, end), limits.maxHeaderCount, buf)
     } catch (err) {
       if (err instanceof HeadError) {
         this.fail(new GatewayError(err.kind === 'too_large' ? 'headers_too_large' : 'bad_request', err.message))

@@ -241,7 +241,7 @@ export class UpstreamConnection implements Expirable {
       }
       let head: ResponseHead
       try {
-        head = parseResponseHead(buf.toString('latin1', 0, end), MAX_RESPONSE_HEADERS)
+        head = parseResponseHead(buf.toString('latin1', 0, end), MAX_RESPONSE_HEADERS, buf)
       } catch (err) {
         const why = err instanceof HeadError ? err.message : String(err)
         this.fail(new GatewayError('upstream_bad_response', `${this.target.key} sent ${why}`), false)

@@ -36,6 +36,10 @@ describe('request head parser', () => {
     ['obs-fold', 'GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  2'],
     ['bare LF', 'GET / HTTP/1.1\nHost: h'],
     ['bare CR', 'GET / HTTP/1.1\r\nHost: h\rX: y'],
+    ['bare CR ending the head', 'GET / HTTP/1.1\r\nHost: h\r\nX: y\r'],
+    ['bare CR in the request line', 'GET / HTTP/1.1\rHost: h'],
+    ['DEL in a value', 'GET / HTTP/1.1\r\nHost: h\r\nX-A: a\u007fb'],
+    ['a control character in a name', 'GET / HTTP/1.1\r\nHost: h\r\nX\u0001A: 1'],
     ['duplicate Host', 'GET / HTTP/1.1\r\nHost: a\r\nHost: a'],
     ['missing Host', 'GET / HTTP/1.1\r\nX: y'],
     ['authority differs from Host', 'GET http://a.example/x HTTP/1.1\r\nHost: b.example'],
@@ -51,6 +55,13 @@ describe('request head parser', () => {
     ['CONNECT', 'CONNECT a:443 HTTP/1.1\r\nHost: a:443'],
   ])('refuses %s', (_name, head) => {
     expect(kindOf(head)).toBe('malformed')
+  })
+
+  it('reads the bytes it is given, which may run on past the head into the body', () => {
+    const s = 'POST /u HTTP/1.1\r\nHost: h\r\nX-Trail:  v \t\r\nContent-Length: 4'
+    const h = parseRequestHead(s, 100, Buffer.from(`${s}\r\n\r\nbody`, 'latin1'))
+    expect(h.headers).toEqual(['Host', 'h', 'X-Trail', 'v', 'Content-Length', '4'])
+    expect(h.lowerNames).toEqual(['host', 'x-trail', 'content-length'])
   })
 
   it('answers too many fields as too large', () => {

@@ -28,6 +28,8 @@ describe('response head parser', () => {
     ['CL with TE', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked'],
     ['obs-fold', 'HTTP/1.1 200 OK\r\nX-A: 1\r\n 2'],
     ['bare LF', 'HTTP/1.1 200 OK\nX-A: 1'],
+    ['bare CR in the status line', 'HTTP/1.1 200 OK\rX-A: 1'],
+    ['bare CR ending the head', 'HTTP/1.1 200 OK\r\nX-A: 1\r'],
     ['chunked not last', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip, chunked'],
   ])('refuses %s', (_name, head) => {
     expect(() => parse(head)).toThrow()
