@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
-import { AccessLog } from '../../src/observability/access-log.js'
+import { AccessLog, LineFormatter } from '../../src/observability/access-log.js'
 import { requestDone, type RequestDoneMessage } from '../../src/observability/channels.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { httpUpstream, type TestServer } from '../helpers/upstream.js'
@@ -113,5 +113,42 @@ describe('access log', () => {
     await log.idle()
     expect(chunks.length).toBe(1)
     expect(chunks[0].trim().split('\n').map((l) => JSON.parse(l).path)).toEqual(Array.from({ length: 10 }, (_, i) => `/p/${i}`))
+  })
+})
+
+describe('access log line format', () => {
+  // What JSON.stringify of the same fields says: the hand-built line must parse to exactly this.
+  const reference = (m: RequestDoneMessage) => ({
+    time: new Date(m.time).toISOString(), client: m.clientAddress, listener: m.listener, method: m.method, host: m.host, path: m.path,
+    status: m.status, bytesIn: m.bytesIn, bytesOut: m.bytesOut, durationMs: Math.round(m.durationMs * 1000) / 1000,
+    route: m.routeId, target: m.target, requestId: m.requestId, error: m.error,
+  })
+
+  it('gives the JSON.stringify fields, in ASCII, for hostile values too', () => {
+    const f = new LineFormatter()
+    const hostile = [
+      message(1),
+      { ...message(2), path: '/a"b\\c', requestId: 'id-\u00e9\u0001\u2028\ud800x', host: null, routeId: null, target: null, error: 'upstream_timeout' },
+      { ...message(3), clientAddress: '::ffff:10.0.0.1', listener: 'li"st\nener', durationMs: 0.0004 },
+      { ...message(4), durationMs: 1234.5678, bytesIn: 0, status: 502 },
+      { ...message(5), time: Date.now() + 1000 },
+    ]
+    for (const m of hostile) {
+      const line = f.format(m)
+      expect(line.endsWith('}\n')).toBe(true)
+      expect(line).toMatch(/^[\x20-\x7e]*\n$/)
+      expect(JSON.parse(line)).toEqual(reference(m))
+    }
+  })
+
+  it('does not carry a field of one line over to the next when it changes', () => {
+    const f = new LineFormatter()
+    const a = { ...message(1), clientAddress: '10.0.0.1', host: 'a', routeId: 'ra', target: 'ta:1' }
+    const b = { ...message(2), clientAddress: '10.0.0.2', host: 'b', routeId: 'rb', target: 'tb:1', listener: 'https' }
+    for (const m of [a, b, a, b, { ...a, host: null }]) expect(JSON.parse(f.format(m))).toEqual(reference(m))
+  })
+
+  it('writes a duration that is not a finite number as null', () => {
+    expect(JSON.parse(new LineFormatter().format({ ...message(1), durationMs: Number.NaN })).durationMs).toBeNull()
   })
 })
