@@ -1,7 +1,7 @@
 // `npm run bench`: starts the upstream, then for each selected scenario runs every target
 // (direct, http-proxy, HAProxy, the gateway) with the same loader, prints a table, and
 // writes bench/results/. Every child process is stopped on the way out, however it ends.
-import { execFileSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { mkdtemp } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
@@ -30,13 +30,9 @@ const log = (line: string): void => {
 }
 
 function versionOf(command: string, args: string[]): string {
-  try {
-    return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim()
-  } catch (err) {
-    // wrk -v prints its version and exits 1.
-    const out = (err as { stdout?: string }).stdout ?? ''
-    return out.split('\n')[0].trim() || 'not installed'
-  }
+  // wrk -v prints its version and exits 1; nginx -v prints it on stderr.
+  const { stdout, stderr } = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  return `${stdout ?? ''}${stderr ?? ''}`.split('\n')[0].trim() || 'not installed'
 }
 
 function pickScenarios(options: BenchOptions): Scenario[] {
@@ -55,6 +51,7 @@ async function bench(options: BenchOptions): Promise<number> {
     node: process.version,
     haproxy: onPath('haproxy') ? versionOf('haproxy', ['-v']) : 'not installed',
     wrk: onPath('wrk') ? versionOf('wrk', ['-v']) : 'not installed',
+    nginx: onPath('nginx') ? versionOf('nginx', ['-v']) : 'not installed',
     'open files': `soft ${limits.soft}, hard ${limits.hard}`,
     // Other work on the machine skews every row; a high figure here explains odd results.
     'load average at start': loadavg().map((n) => n.toFixed(2)).join(' '),
@@ -80,6 +77,7 @@ async function bench(options: BenchOptions): Promise<number> {
       httpLoader: wrk ?? autocannonLoader,
       newConnectionLoader: wrk ?? socketLoopLoader,
       upstreamHttpPort: upstream.httpPort,
+      workDir,
       maxTunnels: tunnels,
       log,
       warmupFor: (firstUse) => (!options.quick || firstUse ? options.warmupSeconds : 0),

@@ -1,5 +1,6 @@
 // Every scenario, in run order (`--scenario` selects by name).
 import { accessLog } from './access-log.js'
+import { getFastUpstream } from './get-fast-upstream.js'
 import { getKeepalive } from './get-keepalive.js'
 import { getNewConn } from './get-new-conn.js'
 import { httpsKeepalive } from './https-keepalive.js'
@@ -13,6 +14,7 @@ import { wsIdle } from './ws-idle.js'
 
 export const scenarios: readonly Scenario[] = [
   getKeepalive,
+  getFastUpstream,
   getNewConn,
   post64k,
   httpsKeepalive,

@@ -1,9 +1,12 @@
-import { httpScenario } from './http-scenario.js'
+import { httpScenario, type HttpScenarioDef } from './http-scenario.js'
 
-export const getKeepalive = httpScenario({
+/** Also the load of get-fast-upstream, which sends it to an nginx upstream. */
+export const GET_KEEPALIVE: HttpScenarioDef = {
   name: 'get-keepalive',
   title: 'small GET ("hello world\\n"), keep-alive connections',
   https: false,
   newConnectionPerRequest: false,
   method: 'GET',
-})
+}
+
+export const getKeepalive = httpScenario(GET_KEEPALIVE)

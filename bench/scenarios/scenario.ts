@@ -41,6 +41,8 @@ export interface ScenarioContext {
   readonly newConnectionLoader: HttpLoader
   /** The shared upstream's plain HTTP port (for registry entries). */
   readonly upstreamHttpPort: number
+  /** The run's temporary folder, for what a scenario starts itself (get-fast-upstream's nginx). */
+  readonly workDir: string
   /** Most idle tunnels the open file limits allow. */
   readonly maxTunnels: number
   readonly log: (line: string) => void

@@ -7,7 +7,7 @@ import { logTail, spawnTracked, stopChild } from '../children.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { canConnect, freePort, getStatus } from '../net-wait.js'
 import { gatewayCli, repoRoot } from '../paths.js'
-import type { RouteSet, RunningTarget, TargetDriver, TargetEnv, TargetSpec } from './target.js'
+import { upstreamPortOf, type RouteSet, type RunningTarget, type TargetDriver, type TargetEnv, type TargetSpec } from './target.js'
 
 export const ADMIN_TOKEN = 'bench-token'
 
@@ -86,7 +86,7 @@ export const gatewayTarget: TargetDriver = {
         { name: 'http', port: httpPort, host: '127.0.0.1' },
         { name: 'https', port: httpsPort, host: '127.0.0.1', tls: { cert: cert.cert, key: cert.key } },
       ],
-      upstreams: { up: { targets: [`127.0.0.1:${env.upstream.httpPort}`] } },
+      upstreams: { up: { targets: [`127.0.0.1:${upstreamPortOf(spec, env)}`] } },
       routes: routesFor(spec.routes),
       admin: { host: '127.0.0.1', port: adminPort, token: ADMIN_TOKEN },
       stateFile: join(env.workDir, `gateway-${n}-state.json`),

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { logTail, spawnTracked, stopChild } from '../children.js'
 import { freePort, waitForPort } from '../net-wait.js'
 import { onPath } from '../which.js'
-import type { RunningTarget, TargetDriver, TargetEnv, TargetSpec } from './target.js'
+import { upstreamPortOf, type RunningTarget, type TargetDriver, type TargetEnv, type TargetSpec } from './target.js'
 
 interface HaproxyConfigInput {
   readonly httpPort: number
@@ -69,7 +69,7 @@ export const haproxyTarget: TargetDriver = {
       httpPort,
       httpsPort,
       pem: env.certs[spec.cert].combined,
-      upstreamPort: env.upstream.httpPort,
+      upstreamPort: upstreamPortOf(spec, env),
       threads: env.workers ?? 1,
       maxconn: env.maxConnections,
     }))

@@ -7,15 +7,22 @@
 //   them both ways: the client's `Connection: close` would close the pooled upstream socket
 //   after every request, and the upstream's `Connection: keep-alive` would override the
 //   client's `close`. Both are dropped, so each side's connection follows its own peer.
+// With `agent: 'default'` (get-fast-upstream's second http-proxy row) it runs as the package
+// comes instead, still with `xfwd`: no agent, so a new upstream connection per request with
+// `Connection: close`, and no hop-by-hop fix, so the upstream's answering `Connection: close`
+// reaches the client and ends its connection too: what a plain `createProxyServer({ target })`
+// does.
 // Reports its ports over IPC and exits when the runner disconnects.
 import { readFileSync } from 'node:fs'
 import { Agent, createServer, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import httpProxy from 'http-proxy'
+import type { HttpProxyAgent } from './target.js'
 
 export interface HttpProxyArgs {
   readonly upstreamPort: number
+  readonly agent: HttpProxyAgent
   readonly cert: string
   readonly key: string
 }
@@ -27,16 +34,19 @@ export interface HttpProxyReady {
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as HttpProxyArgs
-const agent = new Agent({ keepAlive: true, maxFreeSockets: 1024, keepAliveMsecs: 10_000 })
+const keepAlive = args.agent !== 'default'
+const agent = keepAlive ? new Agent({ keepAlive: true, maxFreeSockets: 1024, keepAliveMsecs: 10_000 }) : undefined
 const proxy = httpProxy.createProxyServer({ target: `http://127.0.0.1:${args.upstreamPort}`, agent, xfwd: true, ws: true })
 
-proxy.on('proxyReq', (proxyReq: ClientRequest) => {
-  proxyReq.removeHeader('connection')
-})
-proxy.on('proxyRes', (proxyRes: IncomingMessage) => {
-  delete proxyRes.headers.connection
-  delete proxyRes.headers['keep-alive']
-})
+if (keepAlive) {
+  proxy.on('proxyReq', (proxyReq: ClientRequest) => {
+    proxyReq.removeHeader('connection')
+  })
+  proxy.on('proxyRes', (proxyRes: IncomingMessage) => {
+    delete proxyRes.headers.connection
+    delete proxyRes.headers['keep-alive']
+  })
+}
 proxy.on('error', (_err: Error, _req: IncomingMessage, resOrSocket: ServerResponse | Socket) => {
   if ('writeHead' in resOrSocket) {
     if (!resOrSocket.headersSent) resOrSocket.writeHead(502, { 'content-type': 'text/plain' })

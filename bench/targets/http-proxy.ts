@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { logTail, spawnTracked, stopChild } from '../children.js'
 import { benchDist } from '../paths.js'
 import type { HttpProxyArgs, HttpProxyReady } from './http-proxy-server.js'
-import type { RunningTarget, TargetDriver, TargetEnv, TargetSpec } from './target.js'
+import { upstreamPortOf, type RunningTarget, type TargetDriver, type TargetEnv, type TargetSpec } from './target.js'
 
 let started = 0
 
@@ -12,7 +12,7 @@ export const httpProxyTarget: TargetDriver = {
   unavailable: () => null,
   async start(spec: TargetSpec, env: TargetEnv): Promise<RunningTarget> {
     const cert = env.certs[spec.cert]
-    const args: HttpProxyArgs = { upstreamPort: env.upstream.httpPort, cert: cert.cert, key: cert.key }
+    const args: HttpProxyArgs = { upstreamPort: upstreamPortOf(spec, env), agent: spec.httpProxyAgent ?? 'keep-alive', cert: cert.cert, key: cert.key }
     const log = join(env.workDir, `http-proxy-${++started}.log`)
     const child = spawnTracked('http-proxy', process.execPath, [join(benchDist, 'targets', 'http-proxy-server.js'), JSON.stringify(args)], log, { ipc: true, nofile: env.nofile })
     const ready = await new Promise<HttpProxyReady>((resolve, reject) => {

@@ -6,7 +6,7 @@ import { direct } from './direct.js'
 import { gatewayTarget } from './gateway.js'
 import { haproxyTarget } from './haproxy.js'
 import { httpProxyTarget } from './http-proxy.js'
-import type { RunningTarget, TargetDriver, TargetEnv, TargetName, TargetSpec } from './target.js'
+import { upstreamPortOf, type RunningTarget, type TargetDriver, type TargetEnv, type TargetName, type TargetSpec } from './target.js'
 
 const DRIVERS: Readonly<Record<TargetName, TargetDriver>> = {
   direct,
@@ -24,9 +24,19 @@ interface Current {
   readonly target: RunningTarget
 }
 
-function reusable(running: TargetSpec, wanted: TargetSpec): boolean {
+function reusable(running: TargetSpec, wanted: TargetSpec, env: TargetEnv): boolean {
   return !running.fresh && !wanted.fresh && running.routes === wanted.routes && (running.accessLog ?? false) === (wanted.accessLog ?? false) &&
-    (!wanted.usesTls || running.cert === wanted.cert)
+    (!wanted.usesTls || running.cert === wanted.cert) &&
+    upstreamPortOf(running, env) === upstreamPortOf(wanted, env) &&
+    (running.httpProxyAgent ?? 'keep-alive') === (wanted.httpProxyAgent ?? 'keep-alive')
+}
+
+/** For the "started" line: certificate, routes, and the upstream or agent a scenario chose. */
+function describeSpec(spec: TargetSpec): string {
+  const parts: string[] = [spec.cert, spec.routes]
+  if (spec.upstreamPort !== undefined) parts.push(`upstream port ${spec.upstreamPort}`)
+  if (spec.httpProxyAgent !== undefined) parts.push(`${spec.httpProxyAgent} agent`)
+  return parts.join(', ')
 }
 
 /** Failures are remembered by what was started, not by who asked. */
@@ -47,7 +57,7 @@ export class TargetPool {
     const failed = this.failures.get(failureKey(name, spec))
     if (failed) return { ok: false, reason: failed }
     const now = this.current.get(name)
-    if (now && reusable(now.spec, spec)) return { ok: true, target: now.target, firstUse: false }
+    if (now && reusable(now.spec, spec, this.env)) return { ok: true, target: now.target, firstUse: false }
     if (now) {
       this.current.delete(name)
       await now.target.stop()
@@ -56,13 +66,21 @@ export class TargetPool {
     try {
       const target = await driver.start(spec, this.env)
       this.current.set(name, { spec, target })
-      this.log(`  started ${name} (${spec.cert}, ${spec.routes}) in ${Date.now() - t0} ms${target.note ? `: ${target.note}` : ''}`)
+      this.log(`  started ${name} (${describeSpec(spec)}) in ${Date.now() - t0} ms${target.note ? `: ${target.note}` : ''}`)
       return { ok: true, target, firstUse: true }
     } catch (err) {
       const reason = `${name} failed to start: ${(err as Error).message}`
       this.failures.set(failureKey(name, spec), reason)
       return { ok: false, reason }
     }
+  }
+
+  /**
+   * An instance outside the pool, for scenarios that alternate between two at once (the
+   * caller stops it; children.ts stops it too if the run dies first).
+   */
+  startSeparate(name: TargetName, spec: TargetSpec): Promise<RunningTarget> {
+    return DRIVERS[name].start(spec, this.env)
   }
 
   async stopAll(): Promise<void> {

@@ -1,5 +1,6 @@
 // What a target is: something that accepts the scenarios' traffic and forwards it to the
-// shared upstream (or, for "direct", is the upstream). Each driver starts one from a spec.
+// shared upstream or a scenario's own (or, for "direct", is that upstream). Each driver
+// starts one from a spec.
 import type { CertKind, CertSet } from '../certs.js'
 import type { Upstream } from '../upstream/upstream.js'
 
@@ -25,7 +26,20 @@ export interface TargetSpec {
   readonly fresh: boolean
   /** Gateway only: write the access log to a file in the run's folder. */
   readonly accessLog?: boolean
+  /**
+   * A scenario's own plain HTTP upstream (get-fast-upstream's nginx) instead of the shared
+   * Node one; HTTPS and websocket loads are not sent to it. Default: env.upstream.httpPort.
+   */
+  readonly upstreamPort?: number
+  /** http-proxy only; default 'keep-alive' (see http-proxy-server.ts). */
+  readonly httpProxyAgent?: HttpProxyAgent
 }
+
+/**
+ * How http-proxy reaches the upstream: 'keep-alive', the fair setup every scenario uses, or
+ * 'default', the package as it comes (no agent: a new upstream connection per request).
+ */
+export type HttpProxyAgent = 'keep-alive' | 'default'
 
 export const DEFAULT_SPEC: TargetSpec = { cert: 'ecdsa', usesTls: false, routes: 'catch-all', fresh: false }
 
@@ -40,6 +54,11 @@ export interface TargetEnv {
   readonly nofile: number
   /** HAProxy's maxconn: it refuses to start unless 2 x maxconn descriptors fit the limit. */
   readonly maxConnections: number
+}
+
+/** The plain HTTP port a proxy forwards to, and the one "direct" loads. */
+export function upstreamPortOf(spec: TargetSpec, env: TargetEnv): number {
+  return spec.upstreamPort ?? env.upstream.httpPort
 }
 
 export interface RunningTarget {
