@@ -52,7 +52,9 @@ export async function prepareAdminReload(
     errors.push({ path: 'admin', message: 'moving the admin listener (admin.host, admin.port) needs a restart' })
   }
   const loopback = isLoopbackHost(current.admin.host)
-  const token = await resolveAdminToken(next.admin, next.stateFile, env, { generate: loopback })
+  // The generated token lives next to the state file, which a reload cannot move: resolved
+  // against the running one, a reload refused for changing stateFile writes nothing.
+  const token = await resolveAdminToken(next.admin, current.stateFile, env, { generate: loopback })
   if (Array.isArray(token)) errors.push(...token)
   else if (token.source === 'generated' && !loopback) errors.push({ path: 'admin.token', message: beyondLoopback(current.admin.host).message })
   const routes = checkAdminRoutes(adminRoutes, 'routes', next)

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import type http from 'node:http'
 import { join } from 'node:path'
@@ -94,6 +94,18 @@ describe('POST /reload', () => {
     const res = await admin(gw, 'POST', '/reload')
     expect(res.status).toBe(400)
     expect(res.json.errors.map((e: { path: string }) => e.path)).toContain('stateFile.routes[0].upstream')
+  })
+
+  it('writes no token file for a reload it refuses for moving the state file', async () => {
+    gw = await startGateway()
+    const elsewhere = tempDir()
+    // no admin.token: a reload that went through would generate one next to the state file
+    editConfig(gw, (c) => ({ ...c, stateFile: join(elsewhere, 'state.json'), admin: { host: '127.0.0.1', port: 0 } }))
+    const res = await admin(gw, 'POST', '/reload')
+    expect(res.status).toBe(400)
+    expect(res.json.errors.map((e: { path: string }) => e.path)).toContain('stateFile')
+    expect(existsSync(join(elsewhere, 'admin.token'))).toBe(false)
+    expect((await admin(gw, 'GET', '/routes')).status).toBe(200) // the running token stays
   })
 
   it('takes a new admin token from the config on reload', async () => {
