@@ -406,21 +406,29 @@ export class Gateway {
     // nothing changed), then swap, then drain the removed ones.
     const added: Listener[] = []
     const keep = new Set<string>()
+    /** Listeners that gave their port to a new one (HTTP <-> HTTPS on one address). */
+    const displaced: Listener[] = []
     for (const lc of this.role === 'primary' ? [] : config.listeners) {
       const current = this.listeners.get(lc.name)
-      if (current !== undefined && sameListener(current.config, lc)) {
+      if (current !== undefined && sameSocket(current.config, lc)) {
         keep.add(lc.name)
         continue
       }
       const l = new Listener(lc, this.engine, contexts.get(lc.name) ?? null)
       try {
         if (current !== undefined && current.config.port === lc.port && current.config.host === lc.host) {
-          await current.close() // same address, other settings: rebind in place
-          this.listeners.delete(lc.name)
+          await current.stopListening() // same address, HTTP <-> HTTPS: the new server takes the port
+          displaced.push(current)
         }
         await l.listen()
       } catch (err) {
         for (const a of added) await a.close()
+        // Nothing changes on a failed reload: displaced listeners take their ports back.
+        for (const d of displaced) {
+          await d.listen().catch((e: Error) => {
+            if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: d.name, message: `could not take its port back after a failed reload: ${e.message}` })
+          })
+        }
         return this.reloadFailed([{ path: `listeners[${config.listeners.indexOf(lc)}]`, message: (err as Error).message }])
       }
       added.push(l)
@@ -437,7 +445,11 @@ export class Gateway {
     router.hostSuffix = config.workspaces.hostSuffix
     router.allowMetadataTargets = config.admin.allowMetadataTargets
     this.routesVersion++
-    for (const name of keep) this.listeners.get(name)!.setCertificates(contexts.get(name) ?? (undefined as never))
+    for (const name of keep) {
+      const l = this.listeners.get(name)!
+      l.adopt(config.listeners.find((lc) => lc.name === name)!)
+      l.setCertificates(contexts.get(name) ?? (undefined as never))
+    }
     for (const [name, l] of [...this.listeners]) {
       if (!keep.has(name)) {
         this.listeners.delete(name)
@@ -524,8 +536,9 @@ function poolSettings(config: GatewayConfig) {
   return { connectMs: config.timeouts.connectMs, upstreamIdleMs: config.timeouts.upstreamIdleMs, maxIdle: MAX_IDLE_PER_TARGET }
 }
 
-function sameListener(a: ListenerConfig, b: ListenerConfig): boolean {
-  return a.port === b.port && a.host === b.host && a.workspacesOnly === b.workspacesOnly && (a.tls === undefined) === (b.tls === undefined)
+/** The same listening socket will do: same address, and HTTP or HTTPS as before. */
+function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
+  return a.port === b.port && a.host === b.host && (a.tls === undefined) === (b.tls === undefined)
 }
 
 async function loadAllTls(config: GatewayConfig): Promise<Map<string, TlsContexts> | ConfigIssue[]> {

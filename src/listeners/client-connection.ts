@@ -33,7 +33,8 @@ export interface ListenerContext {
   readonly proto: string
   /** The bound port (X-Forwarded-Port). */
   port: number
-  readonly workspacesOnly: boolean
+  /** Changes in place on reload (Listener.adopt). */
+  workspacesOnly: boolean
   readonly engine: Engine
   /** Open connections on this listener (for /metrics and draining). */
   open: number

@@ -18,7 +18,8 @@ export class Listener {
   /** TLS only: raw sockets whose handshake has not completed. */
   private readonly handshaking = new Set<net.Socket>()
 
-  constructor(readonly config: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
+  constructor(private settings: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
+    const config = settings
     this.ctx = { name: config.name, proto: contexts === null ? 'http' : 'https', port: config.port, workspacesOnly: config.workspacesOnly, engine, open: 0 }
     const onSocket = (socket: net.Socket) => this.accept(socket)
     if (contexts === null) {
@@ -52,6 +53,19 @@ export class Listener {
     })
   }
 
+  get config(): ListenerConfig {
+    return this.settings
+  }
+
+  /**
+   * Settings that need no new socket (same address, same HTTP or HTTPS): taken in place, by
+   * the next request on any of its connections.
+   */
+  adopt(next: ListenerConfig): void {
+    this.settings = next
+    this.ctx.workspacesOnly = next.workspacesOnly
+  }
+
   /** New certificates for the next handshakes; open connections keep theirs. */
   setCertificates(contexts: TlsContexts): void {
     if (this.contexts === null) return
@@ -68,7 +82,7 @@ export class Listener {
   }
 
   listen(): Promise<void> {
-    const { host, port } = this.config
+    const { host, port } = this.settings
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => reject(bindError(`listener "${this.config.name}"`, host, port, err))
       this.server.once('error', onError)
@@ -117,6 +131,17 @@ export class Listener {
     socket.end(renderError(new GatewayError('over_capacity', why), true))
     // A client that never reads the answer must not hold the socket.
     setTimeout(() => socket.destroy(), 1000).unref()
+  }
+
+  /**
+   * Gives the port up, so that another listener can bind it, and leaves every connection
+   * open; `listen()` takes it back.
+   */
+  async stopListening(): Promise<void> {
+    if (!this.server.listening) return
+    this.server.close()
+    // libuv closes the listening descriptor at once; one turn lets the close complete.
+    await new Promise<void>((resolve) => setImmediate(resolve))
   }
 
   /**

@@ -1,13 +1,13 @@
 import { X509Certificate } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import type http from 'node:http'
+import http from 'node:http'
 import { join } from 'node:path'
 import tls from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createCertificates, type CertificateFiles } from '../../src/listeners/certificate-authority.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
-import { httpUpstream, type TestServer } from '../helpers/upstream.js'
+import { freePort, httpUpstream, type TestServer } from '../helpers/upstream.js'
 import { admin } from './admin-client.js'
 
 let gw: TestGateway | null = null
@@ -94,6 +94,47 @@ describe('POST /reload', () => {
     const res = await admin(gw, 'POST', '/reload')
     expect(res.status).toBe(400)
     expect(res.json.errors.map((e: { path: string }) => e.path)).toContain('stateFile.routes[0].upstream')
+  })
+
+  it('changes workspacesOnly in place: same socket, open connections kept, next request follows', async () => {
+    const a = await upstream('a')
+    const port = await freePort()
+    gw = await startGateway({ listeners: [{ name: 'http', port, host: '127.0.0.1' }], upstreams: { master: { targets: [a.target] } }, routes: [{ id: 'master', pathPrefix: '/', upstream: 'master' }] })
+    const client = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    const get = (): Promise<{ status: number; socket: unknown }> => new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/x', agent: client }, (res) => {
+        const socket = res.socket
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, socket }))
+      }).on('error', reject)
+    })
+    const before = await get()
+    expect(before.status).toBe(200)
+    editConfig(gw, (c) => ({ ...c, listeners: [{ name: 'http', port, host: '127.0.0.1', workspacesOnly: true }] }))
+    expect((await admin(gw, 'POST', '/reload')).status).toBe(200)
+    const after = await get()
+    expect(after.status).toBe(404) // a master path on a workspaces-only listener
+    expect(after.socket).toBe(before.socket) // the kept-alive connection went on
+    client.destroy()
+  })
+
+  it('moves a port from HTTP to HTTPS without waiting for open connections to end', async () => {
+    const a = await upstream('a')
+    const port = await freePort()
+    const files = await createCertificates({ outDir: join(tempDir(), 'tls'), hosts: ['127.0.0.1'] })
+    gw = await startGateway({ listeners: [{ name: 'front', port, host: '127.0.0.1' }], upstreams: { master: { targets: [a.target] } }, routes: [{ id: 'master', pathPrefix: '/', upstream: 'master' }] })
+    const client = new http.Agent({ keepAlive: true })
+    const status = await new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/x', agent: client }, (res) => {
+        res.resume()
+        resolve(res.statusCode ?? 0)
+      }).on('error', reject)
+    })
+    expect(status).toBe(200) // and the connection stays open, idle
+    editConfig(gw, (c) => ({ ...c, listeners: [{ name: 'front', port, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }] }))
+    expect((await admin(gw, 'POST', '/reload')).status).toBe(200)
+    expect(await peerFingerprint(port)).toBe(fingerprint(files.cert))
+    client.destroy()
   })
 
   it('writes no token file for a reload it refuses for moving the state file', async () => {
