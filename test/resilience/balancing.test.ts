@@ -164,7 +164,7 @@ describe('connection limits', () => {
     const a = await named('a')
     const gw = await gateway({ targets: [a.target] }, { limits: { maxConnectionsPerClient: 1 } })
     const c1 = rawClient(gw.port())
-    cleanups.push(() => c1.socket.destroy())
+    cleanups.push(() => { c1.socket.destroy() })
     await once(c1.socket, 'connect')
     await waitFor(() => gw.gw.engine.connections.size === 1, 2000, 'one connection')
     const second = await get(gw)

@@ -33,7 +33,7 @@ it('cuts off a client that stops reading a response after clientReadMs, and clos
   })
   cleanups.push(() => gw.close())
   const client = net.connect(gw.port(), '127.0.0.1')
-  cleanups.push(() => client.destroy())
+  cleanups.push(() => { client.destroy() })
   client.on('error', () => {})
   await once(client, 'connect')
   client.pause() // never reads
