@@ -21,7 +21,7 @@ import { Observability } from './observability/observability.js'
 import { EmbeddedRegistry } from './registry/embedded-registry.js'
 import { RegistryClient } from './registry/registry-client.js'
 import type { RegistrySource } from './registry/registry-source.js'
-import { RegistryStore } from './registry/registry-store.js'
+import { RegistryStore, type StateDocument } from './registry/registry-store.js'
 import type { ServerEntry } from './registry/server-entry.js'
 import { RouteCache } from './routing/route-cache.js'
 import { RouteTable } from './routing/route-table.js'
@@ -146,8 +146,10 @@ export class Gateway {
     const contexts = await loadAllTls(config)
     if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const store = await RegistryStore.open(config.stateFile)
+    let lastRoutesVersion: number
     try {
       storedAdminRoutes(store.document.routes, config.stateFile, config)
+      lastRoutesVersion = storedRoutesVersion(store.document, config.stateFile)
     } catch (err) {
       throw new StartupError((err as Error).message)
     }
@@ -173,6 +175,12 @@ export class Gateway {
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const gw = new Gateway(loaded, store, registry, source, pages)
     running = gw
+    if (role !== 'worker') {
+      // The routes version goes on from the last one served before a restart, so that an
+      // If-Match from then cannot match routes it never saw.
+      gw.routesVersion = lastRoutesVersion + 1
+      await gw.persistRoutesVersion()
+    }
     gw.env = options.env ?? process.env
     gw.role = role
     gw.clusterHooks = options.cluster ?? null
@@ -297,6 +305,24 @@ export class Gateway {
   private changes: Promise<unknown> = Promise.resolve()
 
   /**
+   * Records the routes version in the state file. Best effort: a state file that cannot be
+   * written costs only the guarantee that versions never repeat across a restart, and says so.
+   */
+  private async persistRoutesVersion(): Promise<void> {
+    const version = this.routesVersion
+    try {
+      await this.store.update((doc) => {
+        if (doc.routesVersion === version) return false
+        doc.routesVersion = version
+      })
+    } catch (err) {
+      if (gatewayEvent.hasSubscribers) {
+        gatewayEvent.publish({ event: 'state_file_error', message: `cannot record routes version ${version} in ${this.store.file}: ${(err as Error).message}; after a restart, versions may repeat` })
+      }
+    }
+  }
+
+  /**
    * A worker's copy of the admin routes the primary validated and persisted: applied, never
    * written (the primary owns the state file).
    */
@@ -308,7 +334,13 @@ export class Gateway {
   private async applyAdminRoutes(routes: readonly RouteConfig[], persist = true): Promise<number> {
     const frozen = Object.freeze(routes.map((r) => Object.freeze({ ...r })))
     const table = this.compileRoutes(this.config, frozen)
-    if (persist) await this.store.update((doc) => { doc.routes = frozen })
+    if (persist) {
+      const version = this.routesVersion + 1
+      await this.store.update((doc) => {
+        doc.routes = frozen
+        doc.routesVersion = version
+      })
+    }
     this.clusterHooks?.adminRoutesChanged(frozen)
     this.adminRoutes = frozen
     this.engine.router.table = table
@@ -464,6 +496,7 @@ export class Gateway {
       const problems = await this.clusterHooks.reloadWorkers()
       if (problems.length > 0) return this.reloadFailed(problems)
     }
+    if (this.role !== 'worker') await this.persistRoutesVersion()
     if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
     return { ok: true }
   }
@@ -569,6 +602,16 @@ async function loadErrorPages(config: GatewayConfig): Promise<Map<string, string
     }
   }
   return issues.length > 0 ? issues : pages
+}
+
+/** The last routes version served (state file `routesVersion`), 0 when none was recorded. */
+function storedRoutesVersion(document: StateDocument, file: string): number {
+  const v = document.routesVersion
+  if (v === undefined) return 0
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new Error(`state file ${file} is invalid: routesVersion must be a non-negative integer, got ${JSON.stringify(v)} (fix it or move it away)`)
+  }
+  return v
 }
 
 /** The state file's admin routes (checked in `start` with storedAdminRoutes). */

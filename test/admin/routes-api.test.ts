@@ -187,6 +187,34 @@ describe('persistence', () => {
     expect(await res.text()).toBe('master /k/1')
   })
 
+  it('goes on from the last routes version after a restart: an If-Match from before it gets 412', async () => {
+    const g = await start()
+    await admin(g, 'PUT', '/routes', { body: { routes: [{ id: 'a', pathPrefix: '/a', upstream: 'master' }] } })
+    // a reload bumps the version too, and must be remembered as well
+    expect((await admin(g, 'POST', '/reload')).status).toBe(200)
+    const last = (await admin(g, 'GET', '/routes')).json.version as number
+    await g.gw.close()
+    for (let restart = 1; restart <= 2; restart++) {
+      const again = await Gateway.start(await loadConfigFile(g.configFile), { log: () => {} })
+      extra.push(again)
+      const port = again.addresses().admin.port
+      const now = (await admin(port, 'GET', '/routes')).json.version as number
+      expect(now).toBe(last + restart) // never a version served before, even with no change in between
+      expect((await admin(port, 'DELETE', '/routes/a', { headers: { 'if-match': String(last) } })).status).toBe(412)
+      await again.close()
+    }
+  })
+
+  it('refuses to start on a state file whose routesVersion is not a count', async () => {
+    const g = await start()
+    await g.gw.close()
+    const stateFile = JSON.parse(readFileSync(g.configFile, 'utf8')).stateFile as string
+    writeFileSync(stateFile, JSON.stringify({ version: 3, servers: [], routesVersion: 'seven' }))
+    const err = await Gateway.start(await loadConfigFile(g.configFile), { log: () => {} }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StartupError)
+    expect((err as Error).message).toContain('routesVersion')
+  })
+
   it('refuses to start on a state file whose routes are invalid, naming the file and the path', async () => {
     const g = await start()
     await g.gw.close()
