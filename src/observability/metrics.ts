@@ -12,6 +12,9 @@
 
 import { readdir } from 'node:fs/promises'
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
+
+/** Event-loop delay is summarised over windows of this length (reading /metrics resets nothing). */
+const LOOP_WINDOW_MS = 60_000
 import type { Gateway } from '../gateway.js'
 import { gatewayEvent, requestDone, tunnelClosed, tunnelOpened, upstreamFailed, type RequestDoneMessage, type TunnelMessage, type UpstreamErrorMessage } from './channels.js'
 import { Histogram } from './histogram.js'
@@ -57,9 +60,13 @@ export class Metrics {
   private reloadsOk = 0
   private reloadsFailed = 0
   private readonly loopDelay: IntervalHistogram
+  /** p99 event-loop delay of the last complete window, ns; null before the first one ends. */
+  private lastWindowP99: number | null = null
+  private windowTimer: NodeJS.Timeout | null = null
   private subscribed = false
 
-  constructor() {
+  /** `loopWindowMs`: the event-loop delay p99 covers windows of this length, not scrapes. */
+  constructor(private readonly loopWindowMs = LOOP_WINDOW_MS) {
     this.loopDelay = monitorEventLoopDelay({ resolution: 20 })
   }
 
@@ -72,6 +79,22 @@ export class Metrics {
     upstreamFailed.subscribe(this.onUpstreamError)
     gatewayEvent.subscribe(this.onEvent)
     this.loopDelay.enable()
+    this.windowTimer = setInterval(() => {
+      this.lastWindowP99 = this.loopDelay.count > 0 ? this.loopDelay.percentile(99) : 0
+      this.loopDelay.reset()
+    }, this.loopWindowMs)
+    this.windowTimer.unref()
+  }
+
+  /** Event-loop delay samples in the current window. */
+  loopDelaySamples(): number {
+    return this.loopDelay.count
+  }
+
+  /** p99 event-loop delay in seconds: the last complete window, or the current one before that. */
+  loopDelayP99Seconds(): number {
+    if (this.lastWindowP99 !== null) return this.lastWindowP99 / 1e9
+    return this.loopDelay.count > 0 ? this.loopDelay.percentile(99) / 1e9 : 0
   }
 
   stop(): void {
@@ -83,6 +106,8 @@ export class Metrics {
     upstreamFailed.unsubscribe(this.onUpstreamError)
     gatewayEvent.unsubscribe(this.onEvent)
     this.loopDelay.disable()
+    if (this.windowTimer !== null) clearInterval(this.windowTimer)
+    this.windowTimer = null
   }
 
   // ---- subscribers (hot path) ----------------------------------------------------------
@@ -267,9 +292,8 @@ export class Metrics {
     out.sample('process_uptime_seconds', {}, uptime)
     out.family('process_start_time_seconds', 'gauge', 'Start time of the process since the epoch')
     out.sample('process_start_time_seconds', {}, Math.round(Date.now() / 1000 - uptime))
-    out.family('nodejs_eventloop_delay_p99_seconds', 'gauge', '99th percentile of event loop delay since the previous scrape')
-    out.sample('nodejs_eventloop_delay_p99_seconds', {}, this.loopDelay.count > 0 ? this.loopDelay.percentile(99) / 1e9 : 0)
-    this.loopDelay.reset()
+    out.family('nodejs_eventloop_delay_p99_seconds', 'gauge', `99th percentile of event loop delay over the last ${this.loopWindowMs / 1000} s window`)
+    out.sample('nodejs_eventloop_delay_p99_seconds', {}, this.loopDelayP99Seconds())
     return out.text()
   }
 

@@ -85,3 +85,24 @@ describe('GET /stats', () => {
     expect(stats.registry.kind).toBe('embedded')
   })
 })
+
+describe('event-loop delay', () => {
+  it('summarises windows of time, so that reading /metrics resets nothing', async () => {
+    const { Metrics } = await import('../../src/observability/metrics.js')
+    const { waitFor } = await import('../helpers/fake-registry.js')
+    const metrics = new Metrics(400) // a window outlasts the polling below by far
+    metrics.start()
+    try {
+      await waitFor(() => metrics.loopDelaySamples() > 2, 5000, 'the monitor sampling')
+      const until = Date.now() + 150
+      while (Date.now() < until) { /* a 150 ms stall of the event loop */ }
+      await waitFor(() => metrics.loopDelayP99Seconds() >= 0.1, 5000, 'a window with the stall in it')
+      const first = metrics.loopDelayP99Seconds()
+      expect(metrics.loopDelayP99Seconds()).toBe(first) // reading again changes nothing
+      // windows after it without a stall bring it back down
+      await waitFor(() => metrics.loopDelayP99Seconds() < 0.1, 5000, 'a quiet window')
+    } finally {
+      metrics.stop()
+    }
+  })
+})
