@@ -208,7 +208,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.state = State.Routing
     this.head = head
     this.startedAt = performance.now()
-    this.startedAtEpoch = engine.sweeper.now
+    this.startedAtEpoch = Date.now() // the access log's time, to the millisecond
     this.bytesIn = buf.length // the head and what came with it; the rest is counted as it flows
     this.bytesOut = 0
     this.status = 0
@@ -609,7 +609,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.status = err.statusCode
     if (this.head === null) {
       this.startedAt = performance.now()
-      this.startedAtEpoch = this.ctx.engine.sweeper.now
+      this.startedAtEpoch = Date.now()
     }
     const out = renderError(err, true, this.head === null ? null : headerValue(this.head, 'accept'), this.dest?.errorPage ?? null)
     this.bytesOut += out.length

@@ -354,10 +354,13 @@ function millis(ms: number): string {
  * target) are escaped once and reused while they stay the same.
  */
 export class LineFormatter {
-  private time = -1
+  /** The current second (epoch ms / 1000) and its ISO text up to the seconds. */
+  private second = -1
+  private secondIso = ''
   private client = ''
   private listener = ''
-  private prefix = ''
+  /** `,"client":...,"listener":...,"method":` for the connection fields above. */
+  private peer = ''
   private host: string | null = null
   private hostJson = 'null'
   private route: string | null = null
@@ -366,11 +369,17 @@ export class LineFormatter {
   private targetJson = 'null'
 
   format(m: RequestDoneMessage): string {
-    if (m.time !== this.time || m.clientAddress !== this.client || m.listener !== this.listener) {
-      this.time = m.time
+    const time = Math.floor(m.time)
+    const ms = time % 1000
+    const second = (time - ms) / 1000
+    if (second !== this.second) {
+      this.second = second
+      this.secondIso = new Date(second * 1000).toISOString().slice(0, 19) // 2026-11-29T03:34:51
+    }
+    if (m.clientAddress !== this.client || m.listener !== this.listener) {
       this.client = m.clientAddress
       this.listener = m.listener
-      this.prefix = `{"time":"${new Date(m.time).toISOString()}","client":${jsonString(m.clientAddress)},"listener":${jsonString(m.listener)},"method":`
+      this.peer = `","client":${jsonString(m.clientAddress)},"listener":${jsonString(m.listener)},"method":`
     }
     if (m.host !== this.host) {
       this.host = m.host
@@ -384,7 +393,7 @@ export class LineFormatter {
       this.target = m.target
       this.targetJson = jsonString(m.target)
     }
-    return `${this.prefix}${jsonString(m.method)},"host":${this.hostJson},"path":${jsonString(m.path)},"status":${m.status},"bytesIn":${m.bytesIn},"bytesOut":${m.bytesOut},"durationMs":${millis(m.durationMs)},"route":${this.routeJson},"target":${this.targetJson},"requestId":${jsonString(m.requestId)},"error":${m.error === null ? 'null' : jsonString(m.error)}}\n`
+    return `{"time":"${this.secondIso}.${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z${this.peer}${jsonString(m.method)},"host":${this.hostJson},"path":${jsonString(m.path)},"status":${m.status},"bytesIn":${m.bytesIn},"bytesOut":${m.bytesOut},"durationMs":${millis(m.durationMs)},"route":${this.routeJson},"target":${this.targetJson},"requestId":${jsonString(m.requestId)},"error":${m.error === null ? 'null' : jsonString(m.error)}}\n`
   }
 }
 

@@ -132,6 +132,7 @@ describe('access log line format', () => {
       { ...message(3), clientAddress: '::ffff:10.0.0.1', listener: 'li"st\nener', durationMs: 0.0004 },
       { ...message(4), durationMs: 1234.5678, bytesIn: 0, status: 502 },
       { ...message(5), time: Date.now() + 1000 },
+      ...[0, 7, 70, 999].map((ms) => ({ ...message(6), time: Date.UTC(2026, 10, 29, 3, 4, 5, ms) })),
       ...[0, 0.0005, 0.05, 1.0001, 12.05, 999.9999, 86_400_000.25].map((durationMs, i) => ({ ...message(10 + i), durationMs, bytesOut: 10 ** i })),
     ]
     for (const m of hostile) {
