@@ -2,7 +2,7 @@
 // applies route changes and reloads as whole swaps, drains on shutdown.
 
 import { readFile } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { storedAdminRoutes } from './admin/admin-routes.js'
 import { AdminServer } from './admin/admin-server.js'
 import { describeToken, prepareAdminReload, startupAdminToken } from './admin/admin-settings.js'
@@ -13,7 +13,7 @@ import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.
 import { defaultCertificateHosts, ensureCertificates } from './listeners/certificate-authority.js'
 import { Engine, type EngineSettings } from './listeners/engine.js'
 import { Listener } from './listeners/listener.js'
-import { StartupError } from './listeners/startup-error.js'
+import { StartupError, bindError } from './listeners/startup-error.js'
 import { loadTlsContexts, type TlsContexts } from './listeners/tls-contexts.js'
 import { gatewayEvent } from './observability/channels.js'
 import type { LogSink } from './observability/event-log.js'
@@ -433,6 +433,12 @@ export class Gateway {
       return this.reloadFailed(issues)
     }
     if (issues.length > 0) return this.reloadFailed(issues)
+    if (this.role === 'primary') {
+      // The workers bind listeners after the primary has switched: a port that cannot be
+      // bound would leave the primary on the new config and the workers on the old one.
+      const unbindable = await probeNewAddresses(config.listeners, this.config.listeners)
+      if (unbindable.length > 0) return this.reloadFailed(unbindable)
+    }
 
     // Listeners: bind the new ones first (a port that cannot be bound fails the reload with
     // nothing changed), then swap, then drain the removed ones.
@@ -567,6 +573,30 @@ function engineSettings(config: GatewayConfig): EngineSettings {
 
 function poolSettings(config: GatewayConfig) {
   return { connectMs: config.timeouts.connectMs, upstreamIdleMs: config.timeouts.upstreamIdleMs, maxIdle: MAX_IDLE_PER_TARGET }
+}
+
+/**
+ * Binds, then closes at once, every listener address in `next` that no listener in `current`
+ * holds (port 0 aside): what cannot be bound is refused before anything changes.
+ */
+async function probeNewAddresses(next: readonly ListenerConfig[], current: readonly ListenerConfig[]): Promise<ConfigIssue[]> {
+  const issues: ConfigIssue[] = []
+  for (let i = 0; i < next.length; i++) {
+    const lc = next[i]
+    if (lc.port === 0 || current.some((c) => c.port === lc.port && c.host === lc.host)) continue
+    const probe = net.createServer()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        probe.once('error', reject)
+        probe.listen({ host: lc.host, port: lc.port }, () => resolve())
+      })
+    } catch (err) {
+      issues.push({ path: `listeners[${i}]`, message: bindError(`listener "${lc.name}"`, lc.host, lc.port, err as NodeJS.ErrnoException).message })
+      continue
+    }
+    await new Promise<void>((resolve) => probe.close(() => resolve()))
+  }
+  return issues
 }
 
 /** The same listening socket will do: same address, and HTTP or HTTPS as before. */

@@ -86,3 +86,53 @@ it('runs N workers behind one admin API and keeps serving when one dies', async 
   const [code] = await once(child, 'exit')
   expect(code).toBe(0)
 }, 60_000)
+
+it('refuses a reload whose new listener cannot be bound, before the primary or any worker changes', async () => {
+  const up = await httpUpstream((req, res) => res.end(`up:${req.url}`))
+  cleanups.push(() => up.close())
+  const taken = net.createServer().listen(0, '127.0.0.1')
+  await once(taken, 'listening')
+  cleanups.push(() => new Promise<void>((resolve) => taken.close(() => resolve())))
+  const takenPort = (taken.address() as net.AddressInfo).port
+  const dir = mkdtempSync(join(tmpdir(), 'gw-workers-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const [port, adminPort] = [await freePort(), await freePort()]
+  const configFile = join(dir, 'gw.json')
+  const config = {
+    listeners: [{ name: 'http', port, host: '127.0.0.1' }],
+    upstreams: { up: { targets: [up.target] } },
+    routes: [{ id: 'all', pathPrefix: '/', upstream: 'up' }],
+    admin: { host: '127.0.0.1', port: adminPort, token: 'tok' },
+    stateFile: join(dir, 'state.json'),
+    workers: 2,
+  }
+  writeFileSync(configFile, JSON.stringify(config))
+  const child: ChildProcess = spawn(process.execPath, [COMPILED_CLI, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (d) => (stderr += d))
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+    }
+  })
+  const admin = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${adminPort}${path}`, { ...init, headers: { authorization: 'Bearer tok', ...init.headers } })
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => null))?.status === 200, 15_000, `the cluster to be ready (${stderr})`)
+
+  writeFileSync(configFile, JSON.stringify({
+    ...config,
+    listeners: [...config.listeners, { name: 'extra', port: takenPort, host: '127.0.0.1' }],
+    routes: [...config.routes, { id: 'new', pathPrefix: '/new', upstream: 'up' }],
+  }))
+  const res = await admin('/reload', { method: 'POST' })
+  expect(res.status).toBe(400)
+  const body = await res.json() as { errors: { path: string; message: string }[] }
+  expect(body.errors[0].path).toBe('listeners[1]')
+  expect(body.errors[0].message).toContain('already in use')
+  // Nothing changed anywhere: the primary's routes and the workers' traffic are as before.
+  const routes = await (await admin('/routes')).json() as { routes: { id: string }[] }
+  expect(routes.routes.map((r) => r.id)).toEqual(['all'])
+  expect(await get(port, '/x')).toEqual({ status: 200, body: 'up:/x' })
+  child.kill('SIGTERM')
+  await once(child, 'exit')
+}, 60_000)
