@@ -24,21 +24,30 @@ async function get(port: number, path: string): Promise<{ status: number; body: 
   return { status: res.status, body: await res.text() }
 }
 
-it('runs N workers behind one admin API and keeps serving when one dies', async () => {
-  const up = await httpUpstream((req, res) => res.end(`up:${req.url}`))
-  cleanups.push(() => up.close())
+interface Cluster {
+  readonly child: ChildProcess
+  readonly admin: (path: string, init?: RequestInit) => Promise<Response>
+  /** The traffic listener's port. */
+  readonly port: number
+  readonly configFile: string
+  readonly config: { readonly listeners: readonly object[]; readonly routes: readonly object[] }
+}
+
+/** `gateway start` with 2 workers, one listener and a catch-all route to `upstreamTarget`; resolves once ready. */
+async function startCluster(upstreamTarget: string): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-workers-'))
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
   const [port, adminPort] = [await freePort(), await freePort()]
   const configFile = join(dir, 'gw.json')
-  writeFileSync(configFile, JSON.stringify({
+  const config = {
     listeners: [{ name: 'http', port, host: '127.0.0.1' }],
-    upstreams: { up: { targets: [up.target] } },
+    upstreams: { up: { targets: [upstreamTarget] } },
     routes: [{ id: 'all', pathPrefix: '/', upstream: 'up' }],
     admin: { host: '127.0.0.1', port: adminPort, token: 'tok' },
     stateFile: join(dir, 'state.json'),
     workers: 2,
-  }))
+  }
+  writeFileSync(configFile, JSON.stringify(config))
   const child: ChildProcess = spawn(process.execPath, [COMPILED_CLI, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr!.on('data', (d) => (stderr += d))
@@ -50,6 +59,13 @@ it('runs N workers behind one admin API and keeps serving when one dies', async 
   })
   const admin = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${adminPort}${path}`, { ...init, headers: { authorization: 'Bearer tok', ...init.headers } })
   await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => null))?.status === 200, 15_000, `the cluster to be ready (${stderr})`)
+  return { child, admin, port, configFile, config }
+}
+
+it('runs N workers behind one admin API and keeps serving when one dies', async () => {
+  const up = await httpUpstream((req, res) => res.end(`up:${req.url}`))
+  cleanups.push(() => up.close())
+  const { child, admin, port } = await startCluster(up.target)
   const workerPids = () => execFileSync('pgrep', ['-P', String(child.pid)]).toString().trim().split('\n').map(Number)
   expect(workerPids()).toHaveLength(2)
 
@@ -77,7 +93,7 @@ it('runs N workers behind one admin API and keeps serving when one dies', async 
   process.kill(victim, 'SIGKILL')
   for (let i = 0; i < 5; i++) expect((await get(port, '/during')).status).toBe(200)
   await waitFor(() => { const pids = workerPids(); return pids.length === 2 && !pids.includes(victim) }, 10_000, 'the worker to be restarted')
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, 10_000, 'ready again')
+  await waitFor(async () => (await admin('/readyz')).status === 200, 10_000, 'ready again')
   // The new worker got the registry and the routes.
   const after = await Promise.all(Array.from({ length: 8 }, () => get(port, `/${up.port}_node1/y`)))
   expect(after.map((a) => a.status)).toEqual(Array(8).fill(200))
@@ -94,30 +110,7 @@ it('refuses a reload whose new listener cannot be bound, before the primary or a
   await once(taken, 'listening')
   cleanups.push(() => new Promise<void>((resolve) => taken.close(() => resolve())))
   const takenPort = (taken.address() as net.AddressInfo).port
-  const dir = mkdtempSync(join(tmpdir(), 'gw-workers-'))
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
-  const [port, adminPort] = [await freePort(), await freePort()]
-  const configFile = join(dir, 'gw.json')
-  const config = {
-    listeners: [{ name: 'http', port, host: '127.0.0.1' }],
-    upstreams: { up: { targets: [up.target] } },
-    routes: [{ id: 'all', pathPrefix: '/', upstream: 'up' }],
-    admin: { host: '127.0.0.1', port: adminPort, token: 'tok' },
-    stateFile: join(dir, 'state.json'),
-    workers: 2,
-  }
-  writeFileSync(configFile, JSON.stringify(config))
-  const child: ChildProcess = spawn(process.execPath, [COMPILED_CLI, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr!.on('data', (d) => (stderr += d))
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL')
-      await once(child, 'exit')
-    }
-  })
-  const admin = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${adminPort}${path}`, { ...init, headers: { authorization: 'Bearer tok', ...init.headers } })
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => null))?.status === 200, 15_000, `the cluster to be ready (${stderr})`)
+  const { child, admin, port, configFile, config } = await startCluster(up.target)
 
   writeFileSync(configFile, JSON.stringify({
     ...config,
