@@ -49,8 +49,7 @@ export class AccessLog {
   /**
    * Lines are encoded straight into fixed-size buffers (no string joining and no second
    * copy when written): `filled` wait for the output, `current` takes new lines. Written
-   * buffers go back to `spare`: fresh 64 KiB buffers cost page faults and GC pressure that
-   * showed up as most of the log's cost.
+   * buffers go back to `spare` rather than to the garbage collector.
    */
   private filled: Buffer[] = []
   private filledLines: number[] = []
@@ -162,8 +161,9 @@ export class AccessLog {
       this.dropped++
       return
     }
-    // Formatting waits for a batch: formatted back to back, lines run on warm code and
-    // caches instead of one at a time between two requests.
+    // Formatting waits for a batch, to run back to back on warm code and caches rather than
+    // between two requests. (Measured side by side with one line at a time: +1.5% median,
+    // within noise; kept because it is no more complex.)
     this.pending.push(message as RequestDoneMessage)
     if (this.pending.length >= FORMAT_BATCH) this.formatPending()
     if (this.writing) return
