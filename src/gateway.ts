@@ -497,12 +497,13 @@ export class Gateway {
     for (const l of added) this.listeners.set(l.name, l)
     if ('token' in admin) this.admin?.setToken(admin.token)
     void this.observability?.configure(config.accessLog)
+    // The new version is served from here on, whatever the workers answer: record it.
+    if (this.role !== 'worker') await this.persistRoutesVersion()
     if (this.clusterHooks !== null) {
       // Checked here first, so a worker only fails on what is its own (a port it cannot bind).
       const problems = await this.clusterHooks.reloadWorkers()
       if (problems.length > 0) return this.reloadFailed(problems)
     }
-    if (this.role !== 'worker') await this.persistRoutesVersion()
     if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
     return { ok: true }
   }
