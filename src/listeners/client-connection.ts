@@ -89,7 +89,6 @@ export class ClientConnection implements ResponseSink, Expirable {
   private status = 0
   private errorCode: string | null = null
   private startedAt = 0
-  private startedAtEpoch = 0
   private bytesIn = 0
   private bytesOut = 0
 
@@ -208,7 +207,6 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.state = State.Routing
     this.head = head
     this.startedAt = performance.now()
-    this.startedAtEpoch = Date.now() // the access log's time, to the millisecond
     this.bytesIn = buf.length // the head and what came with it; the rest is counted as it flows
     this.bytesOut = 0
     this.status = 0
@@ -560,6 +558,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (!requestDone.hasSubscribers) return
     // A head that failed to parse is reported too, with "-" for what it never said.
     const head = this.head
+    const durationMs = performance.now() - this.startedAt
     requestDone.publish({
       listener: this.ctx.name,
       clientAddress: this.clientAddress,
@@ -569,12 +568,13 @@ export class ClientConnection implements ResponseSink, Expirable {
       status: this.status,
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
-      durationMs: performance.now() - this.startedAt,
+      durationMs,
       routeId: this.dest?.routeId ?? null,
       target: this.target?.key ?? null,
       requestId: this.requestId,
       error: this.errorCode,
-      time: this.startedAtEpoch,
+      // when the head was complete, to the millisecond: now less the exchange's duration
+      time: Math.round(Date.now() - durationMs),
     })
   }
 
@@ -609,7 +609,6 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.status = err.statusCode
     if (this.head === null) {
       this.startedAt = performance.now()
-      this.startedAtEpoch = Date.now()
     }
     const out = renderError(err, true, this.head === null ? null : headerValue(this.head, 'accept'), this.dest?.errorPage ?? null)
     this.bytesOut += out.length

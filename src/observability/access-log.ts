@@ -168,10 +168,7 @@ export class AccessLog {
     if (this.pending.length >= FORMAT_BATCH) this.formatPending()
     if (this.writing) return
     if (this.batchBytes >= this.flushBytes) void this.flush()
-    else if (this.timer === null) {
-      this.timer = setTimeout(this.onTimer, this.flushMs)
-      this.timer.unref()
-    }
+    else this.armTimer()
   }
 
   /** Formats the waiting messages into the batch buffers. */
@@ -187,6 +184,13 @@ export class AccessLog {
       this.batchBytes += n
     }
     pending.length = 0
+  }
+
+  /** Starts the flush timer unless it runs already. */
+  private armTimer(): void {
+    if (this.timer !== null) return
+    this.timer = setTimeout(this.onTimer, this.flushMs)
+    this.timer.unref()
   }
 
   private readonly onTimer = (): void => {
@@ -255,10 +259,7 @@ export class AccessLog {
     } finally {
       this.writing = false
       for (const w of this.idleWaiters.splice(0)) w()
-      if ((this.batchBytes > 0 || this.pending.length > 0) && this.timer === null && !this.closed) {
-        this.timer = setTimeout(this.onTimer, this.flushMs)
-        this.timer.unref()
-      }
+      if ((this.batchBytes > 0 || this.pending.length > 0) && !this.closed) this.armTimer()
     }
   }
 

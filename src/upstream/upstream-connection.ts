@@ -147,22 +147,22 @@ export class UpstreamConnection implements Expirable {
    * it may not read for a long time (a server busy with a slow handshake, say).
    */
   abort(): void {
-    if (this.state === State.Closed) return
-    if (this.state === State.Connecting) this.target.trialAbandoned()
-    this.state = State.Closed
-    this.deadline = 0
-    this.sink = null
-    if (this.socket.connecting) this.socket.destroy()
-    else this.socket.resetAndDestroy()
+    this.close(true)
   }
 
   destroy(): void {
+    this.close(false)
+  }
+
+  /** `reset`: an RST rather than a FIN (a socket still connecting just goes). */
+  private close(reset: boolean): void {
     if (this.state === State.Closed) return
     if (this.state === State.Connecting) this.target.trialAbandoned()
     this.state = State.Closed
     this.deadline = 0
     this.sink = null
-    this.socket.destroy()
+    if (reset && !this.socket.connecting) this.socket.resetAndDestroy()
+    else this.socket.destroy()
   }
 
   expire(): void {
