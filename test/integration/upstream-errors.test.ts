@@ -214,14 +214,20 @@ describe('a pooled connection that died while idle', () => {
   // a connection that then closes without a byte of response.
   const closes: [string, (s: net.Socket) => void][] = [['a close', (s) => s.destroy()], ['a reset', (s) => s.resetAndDestroy()]]
 
+  /** A client whose connection has had one exchange (GET /1), so the next request reuses a pooled upstream connection. */
+  async function afterOneExchange(port: number): Promise<ReturnType<typeof scope.client>> {
+    const client = scope.client(port)
+    client.socket.write('GET /1 HTTP/1.1\r\nHost: h\r\n\r\n')
+    await client.waitFor('/1')
+    return client
+  }
+
   it.each(closes)('retries a GET once on a fresh connection when a reused one dies with %s before answering', async (_name, kill) => {
     const { port, up } = await setup((req, socket) => {
       if (req.index === 0) okResponder(req, socket)
       else kill(socket)
     })
-    const client = scope.client(port)
-    client.socket.write('GET /1 HTTP/1.1\r\nHost: h\r\n\r\n')
-    await client.waitFor('/1')
+    const client = await afterOneExchange(port)
     client.socket.write('GET /2 HTTP/1.1\r\nHost: h\r\n\r\n')
     const raw = await client.waitFor(/\/1[\s\S]*\/2$/)
     expect(parseResponses(raw).map((r) => [r.status, r.body])).toEqual([[200, '/1'], [200, '/2']])
@@ -235,9 +241,7 @@ describe('a pooled connection that died while idle', () => {
       else if (req.conn.id === 0) kill(socket)
       else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n')
     })
-    const client = scope.client(port)
-    client.socket.write('GET /1 HTTP/1.1\r\nHost: h\r\n\r\n')
-    await client.waitFor('/1')
+    const client = await afterOneExchange(port)
     client.socket.write('HEAD /2 HTTP/1.1\r\nHost: h\r\n\r\n')
     const raw = await client.waitFor(/\/1HTTP\/1\.1 200[\s\S]*\r\n\r\n$/)
     expect(parseResponses(raw, (i) => i === 1).map((r) => r.status)).toEqual([200, 200])
@@ -249,9 +253,7 @@ describe('a pooled connection that died while idle', () => {
       if (req.index === 0) okResponder(req, socket)
       else kill(socket)
     })
-    const client = scope.client(port)
-    client.socket.write('GET /1 HTTP/1.1\r\nHost: h\r\n\r\n')
-    await client.waitFor('/1')
+    const client = await afterOneExchange(port)
     client.socket.write('POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello')
     const raw = await client.waitFor(/\/1HTTP[\s\S]*\r\n\r\n/)
     const rs = parseResponses(raw)
