@@ -15,6 +15,12 @@ import type { Target } from './target.js'
 /** Response heads from upstreams may carry large Set-Cookie or CSP headers. */
 export const MAX_RESPONSE_HEAD_BYTES = 65536
 const MAX_RESPONSE_HEADERS = 256
+/**
+ * 1xx responses relayed before the final one. Real servers send one or two (100 Continue,
+ * 103 Early Hints); an upstream that keeps sending them would have the gateway queue them for
+ * a client that may not be reading, without end.
+ */
+export const MAX_INTERIM_RESPONSES = 16
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 
 export interface ResponseSink {
@@ -48,6 +54,7 @@ export class UpstreamConnection implements Expirable {
   private sink: ResponseSink | null = null
   private buf: Buffer | null = null
   private bytesThisExchange = 0
+  private interims = 0
   private bodyless = false
   private expectUpgrade = false
   private remaining = 0
@@ -83,6 +90,7 @@ export class UpstreamConnection implements Expirable {
     this.bodyless = bodyless
     this.expectUpgrade = upgrade
     this.bytesThisExchange = 0
+    this.interims = 0
     this.reusable = false
     this.responseTimeoutMs = responseTimeoutMs
     if (this.state !== State.Connecting) {
@@ -250,6 +258,10 @@ export class UpstreamConnection implements Expirable {
       const restStart = end + 4
       const status = head.status
       if (status < 200 && status !== 101) {
+        if (++this.interims > MAX_INTERIM_RESPONSES) {
+          this.fail(new GatewayError('upstream_bad_response', `${this.target.key} sent more than ${MAX_INTERIM_RESPONSES} interim (1xx) responses`), false)
+          return
+        }
         this.sink?.onInterim(head)
         buf = buf.subarray(restStart)
         this.buf = null

@@ -11,6 +11,7 @@ import { finalResponse, parseResponses } from '../helpers/http-bytes.js'
 import { okResponder, recordingUpstream, type RecordingUpstream, type Responder } from '../helpers/recording-upstream.js'
 import { exchange, socketClosed, useTestScope, within } from '../helpers/test-scope.js'
 import { httpUpstream, type TestServer } from '../helpers/upstream.js'
+import { MAX_INTERIM_RESPONSES } from '../../src/upstream/upstream-connection.js'
 
 const scope = useTestScope()
 
@@ -260,6 +261,20 @@ describe('interim responses', () => {
     expect(rs.map((r) => r.status)).toEqual([103, 200])
     expect(rs[0].get('link')).toBe('</style.css>; rel=preload; as=style')
     expect(rs[1].body).toBe('done')
+  })
+
+  it(`relays up to ${MAX_INTERIM_RESPONSES} interim responses, and answers 502 to an upstream that sends more`, async () => {
+    const interims = (n: number): string => 'HTTP/1.1 100 Continue\r\n\r\n'.repeat(n)
+    const final = 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone'
+    const { gw } = await viaRaw((req, socket) => {
+      socket.write(req.target === '/many' ? interims(MAX_INTERIM_RESPONSES + 1) + final : interims(MAX_INTERIM_RESPONSES) + final)
+    })
+    const ok = parseResponses((await exchange(gw.port(), 'GET /enough HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n')).raw)
+    expect(ok.map((r) => r.status)).toEqual([...Array<number>(MAX_INTERIM_RESPONSES).fill(100), 200])
+    expect(ok[MAX_INTERIM_RESPONSES].body).toBe('done')
+    const refused = parseResponses((await exchange(gw.port(), 'GET /many HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n')).raw)
+    expect(refused.map((r) => r.status)).toEqual([...Array<number>(MAX_INTERIM_RESPONSES).fill(100), 502])
+    expect(refused[MAX_INTERIM_RESPONSES].get('x-gateway-error')).toBe('upstream_bad_response')
   })
 
   it('never sends a 1xx to an HTTP/1.0 client', async () => {
