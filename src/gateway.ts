@@ -1,12 +1,13 @@
 // Owns the lifecycle: builds every part from a validated config, starts the listeners,
 // applies route changes and reloads as whole swaps, drains on shutdown.
 
-import { readFile } from 'node:fs/promises'
 import net, { type AddressInfo } from 'node:net'
 import { storedAdminRoutes } from './admin/admin-routes.js'
 import { AdminServer } from './admin/admin-server.js'
 import { describeToken, prepareAdminReload, startupAdminToken } from './admin/admin-settings.js'
+import type { AdminToken } from './admin/admin-token.js'
 import { withRouteDefaults } from './config/defaults.js'
+import { FileSnapshot, readFromDisk, type FileReader } from './config/file-snapshot.js'
 import { isForbiddenTarget, parseTarget } from './config/validate.js'
 import { ConfigError, loadConfigFile, type ConfigIssue, type LoadedConfig } from './config/load.js'
 import type { GatewayConfig, ListenerConfig, RouteConfig } from './config/types.js'
@@ -43,6 +44,33 @@ export interface ReloadResult {
 }
 
 /**
+ * Whether a prepared reload may be committed: no issues means yes. `settle` hears what this
+ * process then did (committed: true), so a primary can tell its workers the same.
+ */
+export interface ReloadVote {
+  readonly issues: ConfigIssue[]
+  settle?(committed: boolean): void
+}
+
+/** Listeners a prepared reload bound, kept, and took a port from. */
+interface BoundListeners {
+  readonly added: Listener[]
+  readonly keep: Set<string>
+  /** Listeners that gave their port to a new one (HTTP <-> HTTPS on one address). */
+  readonly displaced: Listener[]
+}
+
+/** Everything a reload checked and built, waiting for commit (or release). */
+interface PreparedReload extends BoundListeners {
+  readonly loaded: LoadedConfig
+  readonly contexts: Map<string, TlsContexts>
+  readonly pages: Map<string, string>
+  readonly table: RouteTable<CompiledRoute>
+  /** The admin token resolved again; null in a worker (no admin API). */
+  readonly token: AdminToken | null
+}
+
+/**
  * How this process takes part: alone (`single`), or with `workers` processes (node:cluster):
  * the `primary` owns the admin API, the state file and the embedded registry and serves no
  * traffic; each `worker` serves traffic and follows the primary over IPC (src/workers/).
@@ -57,8 +85,11 @@ export interface ClusterHooks {
   readiness(): { ready: boolean; reasons: string[] }
   adminRoutesChanged(routes: readonly RouteConfig[]): void
   cachePurged(key: string | undefined): void
-  /** Makes every worker reload; answers their problems (none: all reloaded). */
-  reloadWorkers(): Promise<ConfigIssue[]>
+  /**
+   * Asks every worker to prepare a reload from these files (read once, here); the vote has
+   * their problems, none when all are prepared, and tells them to commit or abort.
+   */
+  prepareReload(files: FileSnapshot): Promise<ReloadVote>
 }
 
 export interface StartOptions {
@@ -397,115 +428,162 @@ export class Gateway {
   // ---- reload -------------------------------------------------------------------------
 
   /**
-   * Re-reads the config file and certificates. Everything is checked before anything
-   * changes; on any problem the running config and certificates stay.
+   * Re-reads the config file and certificates. Everything is checked, and new listeners bound,
+   * before anything changes; on any problem (here, or with workers in any worker) the running
+   * config and certificates stay everywhere.
    */
   reload(): Promise<ReloadResult> {
-    return this.serially(() => this.runReload())
+    const files = FileSnapshot.recording()
+    return this.serially(() => this.runReload(files, (next) => this.workersVote(next, files)))
   }
 
-  private async runReload(): Promise<ReloadResult> {
+  /**
+   * A worker's part in the primary's reload: prepared from the files the primary read, then
+   * committed or aborted as `vote` answers (the primary's word). In turn with route changes,
+   * from prepare to commit or abort.
+   */
+  followReload(files: FileSnapshot, vote: () => Promise<ReloadVote>): Promise<ReloadResult> {
+    return this.serially(() => this.runReload(files, vote))
+  }
+
+  /** Prepare, then commit when `vote` finds no problem, else abort: all of it or none. */
+  private async runReload(files: FileSnapshot, vote: (next: GatewayConfig) => Promise<ReloadVote>): Promise<ReloadResult> {
+    const prepared = await this.prepareReload(files)
+    if (Array.isArray(prepared)) return this.reloadFailed(prepared)
+    let verdict: ReloadVote
+    try {
+      verdict = await vote(prepared.loaded.config)
+    } catch (err) {
+      verdict = { issues: [{ path: '', message: (err as Error).message }] }
+    }
+    if (verdict.issues.length > 0) {
+      await releaseListeners(prepared.added, prepared.displaced)
+      verdict.settle?.(false)
+      return this.reloadFailed(verdict.issues)
+    }
+    this.commitReload(prepared)
+    verdict.settle?.(true)
+    // Recorded once the new version is served (with workers: once they were told to commit).
+    if (this.role !== 'worker') await this.persistRoutesVersion()
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
+    return { ok: true }
+  }
+
+  /**
+   * A primary's workers must all prepare the reload, from the bytes read here, before any
+   * process commits it. Alone, there is nobody to ask.
+   */
+  private async workersVote(next: GatewayConfig, files: FileSnapshot): Promise<ReloadVote> {
+    if (this.clusterHooks === null) return { issues: [] }
+    // The primary binds no traffic listener: a new address it cannot bind is refused here
+    // rather than in every worker.
+    const unbindable = await probeNewAddresses(next.listeners, this.config.listeners)
+    if (unbindable.length > 0) return { issues: unbindable }
+    return this.clusterHooks.prepareReload(files)
+  }
+
+  /**
+   * Reads (through `files`) and checks everything, compiles the route table and binds the new
+   * listeners. Nothing in force changes: `commitReload` swaps it in, `releaseListeners` undoes
+   * the binds.
+   */
+  private async prepareReload(files: FileSnapshot): Promise<PreparedReload | ConfigIssue[]> {
     let loaded: LoadedConfig
     try {
-      loaded = await loadConfigFile(this.loaded.file)
+      loaded = await loadConfigFile(this.loaded.file, files.read)
     } catch (err) {
-      if (err instanceof ConfigError) return this.reloadFailed(err.issues.slice())
-      return this.reloadFailed([{ path: '', message: (err as Error).message }])
+      if (err instanceof ConfigError) return err.issues.slice()
+      return [{ path: '', message: (err as Error).message }]
     }
     const config = loaded.config
-    const contexts = await loadAllTls(config)
-    if (!(contexts instanceof Map)) return this.reloadFailed(contexts)
-    const pages = await loadErrorPages(config)
-    if (!(pages instanceof Map)) return this.reloadFailed(pages)
+    const contexts = await loadAllTls(config, files.read)
+    if (!(contexts instanceof Map)) return contexts
+    const pages = await loadErrorPages(config, files.read)
+    if (!(pages instanceof Map)) return pages
     const issues: ConfigIssue[] = []
     const oldReg = this.config.workspaces.registry
     if (config.workspaces.registry.url !== oldReg.url || config.workspaces.registry.token !== oldReg.token) {
       issues.push({ path: 'workspaces.registry', message: 'changing the registry url or token needs a restart' })
     }
     if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
-    const admin = await prepareAdminReload(config, this.config, this.adminRoutes, this.env)
+    const admin = await prepareAdminReload(config, this.config, this.adminRoutes, this.env, this.role !== 'worker')
     if ('errors' in admin) issues.push(...admin.errors)
     let table: RouteTable<CompiledRoute>
     try {
       table = this.compileRoutes(config, this.adminRoutes, pages)
     } catch (err) {
       issues.push({ path: 'routes', message: (err as Error).message })
-      return this.reloadFailed(issues)
+      return issues
     }
-    if (issues.length > 0) return this.reloadFailed(issues)
-    if (this.role === 'primary') {
-      // The workers bind listeners after the primary has switched: a port that cannot be
-      // bound would leave the primary on the new config and the workers on the old one.
-      const unbindable = await probeNewAddresses(config.listeners, this.config.listeners)
-      if (unbindable.length > 0) return this.reloadFailed(unbindable)
-    }
+    if (issues.length > 0) return issues
+    const bound = await this.bindNewListeners(config.listeners, contexts)
+    if (Array.isArray(bound)) return bound
+    return { loaded, contexts, pages, table, token: 'token' in admin ? admin.token : null, ...bound }
+  }
 
-    // Listeners: bind the new ones first (a port that cannot be bound fails the reload with
-    // nothing changed), then swap, then drain the removed ones.
-    const added: Listener[] = []
-    const keep = new Set<string>()
-    /** Listeners that gave their port to a new one (HTTP <-> HTTPS on one address). */
-    const displaced: Listener[] = []
-    for (const lc of this.role === 'primary' ? [] : config.listeners) {
+  /**
+   * Binds the listeners a reload adds (a port that cannot be bound fails it with nothing
+   * changed). A listener that keeps its address and HTTP or HTTPS keeps its socket; one that
+   * switches between them on the same address hands its port over (`displaced`).
+   */
+  private async bindNewListeners(next: readonly ListenerConfig[], contexts: Map<string, TlsContexts>): Promise<BoundListeners | ConfigIssue[]> {
+    const bound: BoundListeners = { added: [], keep: new Set(), displaced: [] }
+    // The primary serves no traffic: its workers bind.
+    for (const lc of this.role === 'primary' ? [] : next) {
       const current = this.listeners.get(lc.name)
       if (current !== undefined && sameSocket(current.config, lc)) {
-        keep.add(lc.name)
+        bound.keep.add(lc.name)
         continue
       }
       const l = new Listener(lc, this.engine, contexts.get(lc.name) ?? null)
+      l.hold() // its connections are served by the routes it comes with, from the commit on
       try {
         if (current !== undefined && current.config.port === lc.port && current.config.host === lc.host) {
           await current.stopListening() // same address, HTTP <-> HTTPS: the new server takes the port
-          displaced.push(current)
+          bound.displaced.push(current)
         }
         await l.listen()
       } catch (err) {
-        for (const a of added) await a.close()
-        // Nothing changes on a failed reload: displaced listeners take their ports back.
-        for (const d of displaced) {
-          await d.listen().catch((e: Error) => {
-            if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: d.name, message: `could not take its port back after a failed reload: ${e.message}` })
-          })
-        }
-        return this.reloadFailed([{ path: `listeners[${config.listeners.indexOf(lc)}]`, message: (err as Error).message }])
+        await releaseListeners(bound.added, bound.displaced)
+        return [{ path: `listeners[${next.indexOf(lc)}]`, message: (err as Error).message }]
       }
-      added.push(l)
+      bound.added.push(l)
     }
-    this.loaded = loaded
-    this.errorPages = pages
+    return bound
+  }
+
+  /** The swap: from here on, everything follows the prepared config. */
+  private commitReload(p: PreparedReload): void {
+    const config = p.loaded.config
+    this.loaded = p.loaded
+    this.errorPages = p.pages
     this.health.stop()
     this.health = this.healthChecker(config)
     this.health.start()
     this.engine.settings = engineSettings(config)
     this.targets.settings = poolSettings(config)
     const router = this.engine.router
-    router.table = table
+    router.table = p.table
     router.hostSuffix = config.workspaces.hostSuffix
     router.allowMetadataTargets = config.admin.allowMetadataTargets
     this.routesVersion++
-    for (const name of keep) {
+    for (const name of p.keep) {
       const l = this.listeners.get(name)!
       l.adopt(config.listeners.find((lc) => lc.name === name)!)
-      l.setCertificates(contexts.get(name) ?? (undefined as never))
+      l.setCertificates(p.contexts.get(name) ?? (undefined as never))
     }
     for (const [name, l] of [...this.listeners]) {
-      if (!keep.has(name)) {
+      if (!p.keep.has(name)) {
         this.listeners.delete(name)
         void l.close()
       }
     }
-    for (const l of added) this.listeners.set(l.name, l)
-    if ('token' in admin) this.admin?.setToken(admin.token)
-    void this.observability?.configure(config.accessLog)
-    // The new version is served from here on, whatever the workers answer: record it.
-    if (this.role !== 'worker') await this.persistRoutesVersion()
-    if (this.clusterHooks !== null) {
-      // Checked here first, so a worker only fails on what is its own (a port it cannot bind).
-      const problems = await this.clusterHooks.reloadWorkers()
-      if (problems.length > 0) return this.reloadFailed(problems)
+    for (const l of p.added) {
+      this.listeners.set(l.name, l)
+      l.serve()
     }
-    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
-    return { ok: true }
+    if (p.token !== null) this.admin?.setToken(p.token)
+    void this.observability?.configure(config.accessLog)
   }
 
   private reloadFailed(errors: ConfigIssue[]): ReloadResult {
@@ -605,13 +683,26 @@ function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
   return a.port === b.port && a.host === b.host && (a.tls === undefined) === (b.tls === undefined)
 }
 
-async function loadAllTls(config: GatewayConfig): Promise<Map<string, TlsContexts> | ConfigIssue[]> {
+/**
+ * Undoes a reload's binds: the new listeners close, and listeners that gave their port to one
+ * take it back, so a reload that does not go through changes nothing.
+ */
+async function releaseListeners(added: readonly Listener[], displaced: readonly Listener[]): Promise<void> {
+  for (const a of added) await a.close()
+  for (const d of displaced) {
+    await d.listen().catch((e: Error) => {
+      if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: d.name, message: `could not take its port back after a failed reload: ${e.message}` })
+    })
+  }
+}
+
+async function loadAllTls(config: GatewayConfig, read: FileReader = readFromDisk): Promise<Map<string, TlsContexts> | ConfigIssue[]> {
   const out = new Map<string, TlsContexts>()
   const issues: ConfigIssue[] = []
   for (let i = 0; i < config.listeners.length; i++) {
     const lc = config.listeners[i]
     if (lc.tls === undefined) continue
-    const result = await loadTlsContexts(lc.tls, `listeners[${i}].tls`)
+    const result = await loadTlsContexts(lc.tls, `listeners[${i}].tls`, read)
     if (Array.isArray(result)) issues.push(...result)
     else out.set(lc.name, result)
   }
@@ -619,15 +710,15 @@ async function loadAllTls(config: GatewayConfig): Promise<Map<string, TlsContext
 }
 
 /** Upstreams' `errorPage` files, read whole (bounded: a maintenance page, not a site). */
-async function loadErrorPages(config: GatewayConfig): Promise<Map<string, string> | ConfigIssue[]> {
+async function loadErrorPages(config: GatewayConfig, read: FileReader = readFromDisk): Promise<Map<string, string> | ConfigIssue[]> {
   const pages = new Map<string, string>()
   const issues: ConfigIssue[] = []
   for (const [name, up] of Object.entries(config.upstreams)) {
     if (typeof up.errorPage !== 'string') continue
     try {
-      const text = await readFile(up.errorPage, 'utf8')
-      if (Buffer.byteLength(text) > 1024 * 1024) issues.push({ path: `upstreams.${name}.errorPage`, message: `${up.errorPage} is over 1 MiB` })
-      else pages.set(name, text)
+      const bytes = await read(up.errorPage)
+      if (bytes.length > 1024 * 1024) issues.push({ path: `upstreams.${name}.errorPage`, message: `${up.errorPage} is over 1 MiB` })
+      else pages.set(name, bytes.toString('utf8'))
     } catch (err) {
       issues.push({ path: `upstreams.${name}.errorPage`, message: `cannot read ${up.errorPage}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` })
     }

@@ -43,10 +43,13 @@ function beyondLoopback(host: string): StartupError {
  * (that needs a restart), the token is resolved again (a rotated tokenFile takes effect), the
  * admin routes must still be valid against the new upstreams and config route ids, and the
  * access log's folder must be writable.
+ *
+ * `adminApi: false` (a worker, which has no admin listener) skips the token: the primary has
+ * resolved it, and a worker resolving it too could generate a second one.
  */
 export async function prepareAdminReload(
-  next: GatewayConfig, current: GatewayConfig, adminRoutes: readonly RouteConfig[], env: NodeJS.ProcessEnv,
-): Promise<{ token: AdminToken } | { errors: ConfigIssue[] }> {
+  next: GatewayConfig, current: GatewayConfig, adminRoutes: readonly RouteConfig[], env: NodeJS.ProcessEnv, adminApi = true,
+): Promise<{ token: AdminToken | null } | { errors: ConfigIssue[] }> {
   const errors: ConfigIssue[] = []
   if (next.admin.host !== current.admin.host || next.admin.port !== current.admin.port) {
     errors.push({ path: 'admin', message: 'moving the admin listener (admin.host, admin.port) needs a restart' })
@@ -54,9 +57,9 @@ export async function prepareAdminReload(
   const loopback = isLoopbackHost(current.admin.host)
   // The generated token lives next to the state file, which a reload cannot move: resolved
   // against the running one, a reload refused for changing stateFile writes nothing.
-  const token = await resolveAdminToken(next.admin, current.stateFile, env, { generate: loopback })
+  const token = adminApi ? await resolveAdminToken(next.admin, current.stateFile, env, { generate: loopback }) : null
   if (Array.isArray(token)) errors.push(...token)
-  else if (token.source === 'generated' && !loopback) errors.push({ path: 'admin.token', message: beyondLoopback(current.admin.host).message })
+  else if (token?.source === 'generated' && !loopback) errors.push({ path: 'admin.token', message: beyondLoopback(current.admin.host).message })
   const routes = checkAdminRoutes(adminRoutes, 'routes', next)
   if ('errors' in routes) {
     for (const e of routes.errors) errors.push({ path: `stateFile.${e.path}`, message: `admin route: ${e.message}` })

@@ -2,10 +2,10 @@
 // start, on SIGHUP and on POST /reload; a config that fails any step never replaces the
 // running one.
 
-import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { applyDefaults, deepFreeze } from './defaults.js'
+import { readFromDisk, type FileReader } from './file-snapshot.js'
 import { parseJson } from './parse-json.js'
 import type { ConfigIssue, GatewayConfig } from './types.js'
 import { validateConfig } from './validate.js'
@@ -40,12 +40,15 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
   return DEFAULT_CONFIG_FILE
 }
 
-/** Reads, checks and freezes a config file; throws ConfigError listing every problem. */
-export async function loadConfigFile(file: string): Promise<LoadedConfig> {
+/**
+ * Reads (through `read`: a reload's snapshot, else the disk), checks and freezes a config file;
+ * throws ConfigError listing every problem.
+ */
+export async function loadConfigFile(file: string, read: FileReader = readFromDisk): Promise<LoadedConfig> {
   const absolute = resolve(file)
   let text: string
   try {
-    text = await readFile(absolute, 'utf8')
+    text = (await read(absolute)).toString('utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message

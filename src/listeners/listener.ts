@@ -17,6 +17,11 @@ export class Listener {
   private readonly server: net.Server
   /** TLS only: raw sockets whose handshake has not completed. */
   private readonly handshaking = new Set<net.Socket>()
+  /**
+   * Connections accepted while a reload that bound this listener is not committed yet: they
+   * wait for the routes they were bound for (with workers, up to the primary's answer).
+   */
+  private held: Set<net.Socket> | null = null
 
   constructor(private settings: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
     const config = settings
@@ -99,10 +104,32 @@ export class Listener {
     return this.server.address() as net.AddressInfo
   }
 
+  /** Until `serve()`, accepted connections wait (a reload bound this listener; see `held`). */
+  hold(): void {
+    this.held ??= new Set()
+  }
+
+  /** Serves the connections held so far, and every next one at once. */
+  serve(): void {
+    const held = this.held
+    this.held = null
+    for (const socket of held ?? []) {
+      socket.removeListener('error', destroyOnError)
+      if (!socket.destroyed) this.accept(socket)
+    }
+  }
+
   private accept(socket: net.Socket): void {
     // The TLS socket's transport (node's `_parent`, stable since node 0.11) is done shaking hands.
     const raw = (socket as net.Socket & { _parent?: net.Socket })._parent
     if (raw !== undefined) this.handshaking.delete(raw)
+    if (this.held !== null) {
+      const held = this.held
+      held.add(socket)
+      socket.on('error', destroyOnError)
+      socket.once('close', () => held.delete(socket))
+      return
+    }
     const engine = this.ctx.engine
     const limits = engine.settings.limits
     // Over capacity: answer instead of silently dropping (the client learns why), and never
@@ -145,13 +172,20 @@ export class Listener {
   }
 
   /**
-   * Stops accepting and drops connections still in their TLS handshake (no request of theirs
-   * is in flight); open connections are left to the caller.
+   * Stops accepting and drops connections still in their TLS handshake or held (no request of
+   * theirs is in flight); open connections are left to the caller.
    */
   close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const raw of this.handshaking) raw.destroy()
     this.handshaking.clear()
+    for (const socket of this.held ?? []) socket.destroy()
+    this.held = null
     return closed
   }
+}
+
+/** A held connection has no ClientConnection to handle its errors yet. */
+function destroyOnError(this: net.Socket): void {
+  this.destroy()
 }

@@ -4,8 +4,8 @@
 // by wildcard; anything else gets the listener's default certificate.
 
 import { X509Certificate, createPrivateKey } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import tls from 'node:tls'
+import { readFromDisk, type FileReader } from '../config/file-snapshot.js'
 import type { TlsConfig } from '../config/types.js'
 
 export interface CertificateIssue {
@@ -41,11 +41,11 @@ interface LoadedPair {
 }
 
 /** Reads and checks one cert/key pair; returns the problems instead of throwing. */
-async function loadPair(certFile: string, keyFile: string, path: string, now: number): Promise<LoadedPair | CertificateIssue[]> {
+async function loadPair(certFile: string, keyFile: string, path: string, now: number, read: FileReader): Promise<LoadedPair | CertificateIssue[]> {
   let certPem: Buffer
   let keyPem: Buffer
   try {
-    ;[certPem, keyPem] = await Promise.all([readFile(certFile), readFile(keyFile)])
+    ;[certPem, keyPem] = await Promise.all([read(certFile), read(keyFile)])
   } catch (err) {
     return [{ path, message: `cannot read ${(err as NodeJS.ErrnoException).path ?? certFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }]
   }
@@ -80,13 +80,14 @@ function sanNames(x509San: string): string[] {
 }
 
 /**
- * Loads the default pair and every SNI pair of a listener. `path` is the JSON path of the tls
- * object (e.g. "listeners[2].tls"). Each SNI host must be covered by its certificate's SAN.
+ * Loads the default pair and every SNI pair of a listener, read through `read` (a reload's
+ * snapshot, else the disk). `path` is the JSON path of the tls object (e.g. "listeners[2].tls").
+ * Each SNI host must be covered by its certificate's SAN.
  */
-export async function loadTlsContexts(config: TlsConfig, path: string): Promise<TlsContexts | CertificateIssue[]> {
+export async function loadTlsContexts(config: TlsConfig, path: string, read: FileReader = readFromDisk): Promise<TlsContexts | CertificateIssue[]> {
   const now = Date.now()
   const issues: CertificateIssue[] = []
-  const main = await loadPair(config.cert, config.key, path, now)
+  const main = await loadPair(config.cert, config.key, path, now, read)
   if (Array.isArray(main)) issues.push(...main)
   const exact = new Map<string, tls.SecureContext>()
   const wildcard = new Map<string, tls.SecureContext>()
@@ -94,7 +95,7 @@ export async function loadTlsContexts(config: TlsConfig, path: string): Promise<
   const sni = config.sni ?? []
   for (let i = 0; i < sni.length; i++) {
     const entry = sni[i]
-    const pair = await loadPair(entry.cert, entry.key, `${path}.sni[${i}]`, now)
+    const pair = await loadPair(entry.cert, entry.key, `${path}.sni[${i}]`, now, read)
     if (Array.isArray(pair)) {
       issues.push(...pair)
       continue

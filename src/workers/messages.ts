@@ -1,5 +1,12 @@
 // What the primary and its workers say to each other over the cluster IPC channel.
+//
+// A reload runs in two phases so that it is swapped in everywhere or nowhere: the primary
+// sends `reload-prepare` with the bytes of every file it read; each worker checks them and binds
+// new listeners, changing nothing visible, and answers `reload-prepared` (no errors: ready).
+// Only when every worker is ready does the primary send `reload-commit`; otherwise
+// `reload-abort`. Each worker gets its own id per reload (the answer's `id` matches it).
 
+import type { WireFiles } from '../config/file-snapshot.js'
 import type { ConfigIssue } from '../config/types.js'
 import type { RouteConfig } from '../config/types.js'
 import type { RegistryEvent, RegistrySnapshot } from '../registry/registry-source.js'
@@ -9,7 +16,10 @@ export type ToWorker =
   | { type: 'registry-event'; event: RegistryEvent }
   | { type: 'admin-routes'; routes: readonly RouteConfig[] }
   | { type: 'purge'; key?: string }
-  | { type: 'reload'; id: number }
+  /** `giveUpMs`: abort a prepared reload that hears neither commit nor abort in this time. */
+  | { type: 'reload-prepare'; id: number; files: WireFiles; giveUpMs: number }
+  | { type: 'reload-commit'; id: number }
+  | { type: 'reload-abort'; id: number }
   | { type: 'figures'; id: number }
   | { type: 'reopen-logs' }
   | { type: 'drain' }
@@ -19,7 +29,8 @@ export type ToPrimary =
   | { type: 'hello' }
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'reloaded'; id: number; errors: ConfigIssue[] }
+  /** No errors: prepared, waiting for commit or abort. Errors: nothing was changed. */
+  | { type: 'reload-prepared'; id: number; errors: ConfigIssue[] }
   | { type: 'figures'; id: number; metrics: string; stats: Record<string, unknown> }
 
 export function isMessage(value: unknown): value is { type: string } {

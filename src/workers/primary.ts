@@ -7,15 +7,21 @@
 // connections; round-robin through the primary would cost an IPC message per connection).
 
 import cluster, { type Worker } from 'node:cluster'
+import type { FileSnapshot } from '../config/file-snapshot.js'
 import type { ConfigIssue, LoadedConfig } from '../config/load.js'
 import type { RouteConfig } from '../config/types.js'
-import { Gateway, type ClusterHooks } from '../gateway.js'
+import { Gateway, type ClusterHooks, type ReloadVote } from '../gateway.js'
 import type { LogSink } from '../observability/event-log.js'
 import { gatewayEvent } from '../observability/channels.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 
-/** How long a worker gets to answer a figures or reload request. */
+/** How long a worker gets, by default, to answer a figures request or prepare a reload. */
 const ASK_TIMEOUT_MS = 5000
+/**
+ * The most a reload sends each worker of the files it read (before base64). Certificates and
+ * configs are kilobytes, error pages at most 1 MiB each: more is a path to the wrong file.
+ */
+const MAX_RELOAD_FILES_BYTES = 8 * 1024 * 1024
 /** A worker that dies sooner than this after starting is restarted with growing delays. */
 const STABLE_AFTER_MS = 10_000
 
@@ -26,6 +32,18 @@ interface WorkerState {
   startedAt: number
 }
 
+/** One worker's answer to an ask (null: none in time), and the id it was asked under. */
+interface Answer<T> {
+  state: WorkerState
+  id: number
+  answer: T | null
+}
+
+export interface PoolOptions {
+  /** How long a worker gets to answer (figures, reload prepare); default 5 s. */
+  askTimeoutMs?: number
+}
+
 export class WorkerPool implements ClusterHooks {
   private readonly workers = new Map<number, WorkerState>()
   private gateway: Gateway | null = null
@@ -33,8 +51,11 @@ export class WorkerPool implements ClusterHooks {
   private nextId = 1
   private readonly pending = new Map<number, (message: ToPrimary) => void>()
   private readonly restartDelay = new Map<number, number>()
+  private readonly askTimeoutMs: number
 
-  constructor(private readonly count: number, private readonly log: LogSink) {}
+  constructor(private readonly count: number, private readonly log: LogSink, options: PoolOptions = {}) {
+    this.askTimeoutMs = options.askTimeoutMs ?? ASK_TIMEOUT_MS
+  }
 
   attach(gateway: Gateway): void {
     this.gateway = gateway
@@ -105,12 +126,12 @@ export class WorkerPool implements ClusterHooks {
   }
 
   /** Asks every ready worker; answers arrive or time out. */
-  private ask<T extends ToPrimary>(make: (id: number) => ToWorker): Promise<(T | null)[]> {
-    const asks = [...this.workers.values()].filter((s) => s.ready).map((s) => new Promise<T | null>((resolve) => {
+  private ask<T extends ToPrimary>(make: (id: number) => ToWorker): Promise<Answer<T>[]> {
+    const asks = [...this.workers.values()].filter((s) => s.ready).map((state) => new Promise<Answer<T>>((resolve) => {
       const id = this.nextId++
-      const timer = setTimeout(() => { this.pending.delete(id); resolve(null) }, ASK_TIMEOUT_MS)
-      this.pending.set(id, (m) => { clearTimeout(timer); this.pending.delete(id); resolve(m as T) })
-      this.sendTo(s.worker, make(id))
+      const timer = setTimeout(() => { this.pending.delete(id); resolve({ state, id, answer: null }) }, this.askTimeoutMs)
+      this.pending.set(id, (m) => { clearTimeout(timer); this.pending.delete(id); resolve({ state, id, answer: m as T }) })
+      this.sendTo(state.worker, make(id))
     }))
     return Promise.all(asks)
   }
@@ -118,8 +139,8 @@ export class WorkerPool implements ClusterHooks {
   // ---- ClusterHooks -------------------------------------------------------------------
 
   async figures(): Promise<{ metrics: string[]; stats: Record<string, unknown>[] }> {
-    const answers = (await this.ask<ToPrimary & { type: 'figures' }>((id) => ({ type: 'figures', id }))).filter((a) => a !== null)
-    return { metrics: answers.map((a) => a!.metrics), stats: answers.map((a) => a!.stats) }
+    const answers = (await this.ask<ToPrimary & { type: 'figures' }>((id) => ({ type: 'figures', id }))).flatMap((a) => a.answer ?? [])
+    return { metrics: answers.map((a) => a.metrics), stats: answers.map((a) => a.stats) }
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
@@ -136,14 +157,26 @@ export class WorkerPool implements ClusterHooks {
     this.broadcast(key === undefined ? { type: 'purge' } : { type: 'purge', key })
   }
 
-  async reloadWorkers(): Promise<ConfigIssue[]> {
-    const answers = await this.ask<ToPrimary & { type: 'reloaded' }>((id) => ({ type: 'reload', id }))
+  async prepareReload(files: FileSnapshot): Promise<ReloadVote> {
+    const wire = await files.toWire(MAX_RELOAD_FILES_BYTES)
+    if (typeof wire === 'string') return { issues: [{ path: '', message: wire }] }
+    // A worker that lost the primary's word still lets go of what it bound, after twice the
+    // time the primary waits for any answer.
+    const giveUpMs = 2 * this.askTimeoutMs
+    const answers = await this.ask<ToPrimary & { type: 'reload-prepared' }>((id) => ({ type: 'reload-prepare', id, files: wire, giveUpMs }))
     const issues: ConfigIssue[] = []
-    answers.forEach((a, i) => {
-      if (a === null) issues.push({ path: '', message: `worker ${i} did not answer the reload in ${ASK_TIMEOUT_MS} ms` })
-      else for (const e of a.errors) issues.push({ path: e.path, message: `worker ${i}: ${e.message}` })
-    })
-    return issues
+    for (const { state, answer } of answers) {
+      const who = `worker ${state.slot} (pid ${state.worker.process.pid})`
+      if (answer === null) issues.push({ path: '', message: `${who} did not prepare the reload in ${this.askTimeoutMs} ms` })
+      else for (const e of answer.errors) issues.push({ path: e.path, message: `${who}: ${e.message}` })
+    }
+    return {
+      issues,
+      // Every worker asked hears the outcome, including one that has not answered yet.
+      settle: (committed) => {
+        for (const { state, id } of answers) this.sendTo(state.worker, { type: committed ? 'reload-commit' : 'reload-abort', id })
+      },
+    }
   }
 
   reopenLogs(): void {
@@ -170,9 +203,9 @@ export function workerCount(workers: number | 'auto', cores: number): number {
 }
 
 /** Starts the primary and its workers; resolves with the running pieces. */
-export async function startPrimary(loaded: LoadedConfig, count: number, log: LogSink): Promise<{ gateway: Gateway; pool: WorkerPool }> {
+export async function startPrimary(loaded: LoadedConfig, count: number, log: LogSink, options: PoolOptions = {}): Promise<{ gateway: Gateway; pool: WorkerPool }> {
   cluster.schedulingPolicy = cluster.SCHED_NONE
-  const pool = new WorkerPool(count, log)
+  const pool = new WorkerPool(count, log, options)
   const gateway = await Gateway.start(loaded, { role: 'primary', cluster: pool, log })
   pool.attach(gateway)
   try {

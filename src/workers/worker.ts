@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../config/load.js'
 import { Gateway } from '../gateway.js'
 import type { LogSink } from '../observability/event-log.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
+import { ReloadFollower } from './reload-follower.js'
 import { ReplicaRegistry } from './replica-registry.js'
 
 /** How long a worker waits for the primary's registry before giving up. */
@@ -30,6 +31,8 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
     exiting ??= (gw === null ? Promise.resolve() : gw.drain()).then(() => 0, () => 1)
     void exiting.then(finish)
   }
+  let follower: ReloadFollower | null = null
+  const reloads = (g: Gateway): ReloadFollower => (follower ??= new ReloadFollower(g, send))
   let gotSnapshot: () => void = () => {}
   const snapshot = new Promise<void>((resolve) => { gotSnapshot = resolve })
   const handle = (message: ToWorker): void => {
@@ -56,11 +59,14 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
       case 'purge':
         g.cache.purge(message.key)
         return
-      case 'reload':
-        g.reload().then(
-          (r) => send({ type: 'reloaded', id: message.id, errors: r.errors ?? [] }),
-          (err: unknown) => send({ type: 'reloaded', id: message.id, errors: [{ path: '', message: (err as Error).message }] }),
-        )
+      case 'reload-prepare':
+        void reloads(g).prepare(message)
+        return
+      case 'reload-commit':
+        reloads(g).commit(message.id)
+        return
+      case 'reload-abort':
+        reloads(g).abort(message.id)
         return
       case 'figures': {
         const o = g.observability

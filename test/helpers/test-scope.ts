@@ -146,3 +146,12 @@ export async function exchange(port: number, data: string | Buffer, timeoutMs = 
   socket.destroy()
   return { raw: Buffer.concat(chunks).toString('latin1'), closed, elapsedMs, error }
 }
+
+/** Whether a TCP connect to `port` on 127.0.0.1 is refused (nothing listens there). */
+export function connectionRefused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port })
+    s.once('connect', () => { s.destroy(); resolve(false) })
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+  })
+}

@@ -1,0 +1,128 @@
+// A reload with workers goes through everywhere or nowhere. The primary runs in this test
+// process (so its ask timeout can be short); its two workers are real processes running the
+// compiled command, as in production. A stopped worker (SIGSTOP) is the deterministic stand-in
+// for one that cannot answer in time; stopping all workers but one also steers every new
+// connection to that one (they share one listening socket), so each worker is checked on its own.
+
+import cluster from 'node:cluster'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, expect, it } from 'vitest'
+import { loadConfigFile } from '../../src/config/load.js'
+import { startPrimary } from '../../src/workers/primary.js'
+import { COMPILED_CLI } from '../helpers/compiled-cli.js'
+import { request } from '../helpers/fault-scene.js'
+import { waitFor } from '../helpers/fake-registry.js'
+import { connectionRefused } from '../helpers/test-scope.js'
+import { freePort, httpUpstream } from '../helpers/upstream.js'
+
+/** Short, so the test waits little; long enough for a busy 2-core machine to prepare a reload. */
+const ASK_TIMEOUT_MS = 2000
+
+const cleanups: (() => Promise<unknown> | void)[] = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+
+
+
+interface TestWorker {
+  pid: number
+  /** Everything it wrote to stderr so far (its JSON log lines). */
+  stderr: () => string
+}
+
+it('refuses a reload that one worker cannot prepare in time, and leaves the primary and every worker on the old config', async () => {
+  const a = await httpUpstream((req, res) => res.end(`a:${req.url}`))
+  const b = await httpUpstream((req, res) => res.end(`b:${req.url}`))
+  cleanups.push(() => a.close(), () => b.close())
+  const dir = mkdtempSync(join(tmpdir(), 'gw-cluster-reload-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const [port, adminPort, newPort] = [await freePort(), await freePort(), await freePort()]
+  const configFile = join(dir, 'gw.json')
+  const config = {
+    listeners: [{ name: 'http', port, host: '127.0.0.1' }],
+    upstreams: { a: { targets: [a.target] }, b: { targets: [b.target] } },
+    routes: [{ id: 'all', pathPrefix: '/', upstream: 'a' }],
+    admin: { host: '127.0.0.1', port: adminPort, token: 'tok' },
+    stateFile: join(dir, 'state.json'),
+    workers: 2,
+  }
+  writeFileSync(configFile, JSON.stringify(config))
+
+  // setupPrimary freezes the scheduling policy: SCHED_NONE (as startPrimary sets it) first, or
+  // this process would hand connections round-robin, some of them to a stopped worker.
+  // execArgv: none of the test runner's flags; silent: each worker's stderr is its own stream.
+  cluster.schedulingPolicy = cluster.SCHED_NONE
+  cluster.setupPrimary({ exec: COMPILED_CLI, args: ['start', '--config', configFile], execArgv: [], silent: true })
+  const workers: TestWorker[] = []
+  cluster.on('fork', (w) => {
+    let text = ''
+    w.process.stderr!.on('data', (d: Buffer) => (text += d))
+    w.process.stdout!.resume()
+    workers.push({ pid: w.process.pid!, stderr: () => text })
+  })
+  const { gateway, pool } = await startPrimary(await loadConfigFile(configFile), 2, () => {}, { askTimeoutMs: ASK_TIMEOUT_MS })
+  cleanups.push(async () => {
+    // A failed test may leave one stopped; one that died is restarted under another pid.
+    for (const w of workers) {
+      try { process.kill(w.pid, 'SIGCONT') } catch { /* gone already */ }
+    }
+    await pool.stop(0)
+    await gateway.close()
+  })
+  expect(workers).toHaveLength(2)
+  const admin = (path: string, method = 'GET') => fetch(`http://127.0.0.1:${adminPort}${path}`, { method, headers: { authorization: 'Bearer tok' } })
+  const routes = async () => await (await admin('/routes')).json() as { version: number; routes: { id: string }[] }
+  /** A request that only `only` can accept: every other worker is stopped meanwhile. */
+  const through = async (only: TestWorker, toPort: number, path: string) => {
+    const others = workers.filter((w) => w !== only)
+    for (const w of others) process.kill(w.pid, 'SIGSTOP')
+    try {
+      const r = await request(toPort, path)
+      return { status: r.status, body: r.text }
+    } finally {
+      for (const w of others) process.kill(w.pid, 'SIGCONT')
+    }
+  }
+
+  for (const w of workers) expect(await through(w, port, '/new/x')).toEqual({ status: 200, body: 'a:/new/x' })
+  const before = await routes()
+  expect(before.routes.map((r) => r.id)).toEqual(['all'])
+
+  // A new route and a new listener; one worker cannot answer.
+  writeFileSync(configFile, JSON.stringify({
+    ...config,
+    listeners: [...config.listeners, { name: 'extra', port: newPort, host: '127.0.0.1' }],
+    routes: [...config.routes, { id: 'new', pathPrefix: '/new', upstream: 'b' }],
+  }))
+  const stopped = workers[1]
+  process.kill(stopped.pid, 'SIGSTOP')
+  const refusedReload = await admin('/reload', 'POST')
+  expect(refusedReload.status).toBe(400)
+  const { errors } = await refusedReload.json() as { errors: { path: string; message: string }[] }
+  expect(errors.map((e) => e.message)).toContainEqual(expect.stringMatching(new RegExp(`^worker \\d \\(pid ${stopped.pid}\\) did not prepare the reload in ${ASK_TIMEOUT_MS} ms$`)))
+  expect(await routes()).toEqual(before)
+
+  // Once it runs again it meets the prepare and the abort behind it; each worker says when it
+  // has let its reload go, so the new port cannot be bound after the check below.
+  process.kill(stopped.pid, 'SIGCONT')
+  for (const w of workers) await waitFor(() => w.stderr().includes('was aborted by the primary'), 10_000, `worker ${w.pid} to abort the reload`)
+  await waitFor(() => connectionRefused(newPort), 5000, `port ${newPort} to be closed`)
+  for (const w of workers) expect(await through(w, port, '/new/x')).toEqual({ status: 200, body: 'a:/new/x' })
+  expect(await routes()).toEqual(before)
+
+  // With every worker answering, the same file goes through everywhere.
+  const ok = await admin('/reload', 'POST')
+  expect(ok.status).toBe(200)
+  const after = await routes()
+  expect(after.version).toBe(before.version + 1)
+  expect(after.routes.map((r) => r.id)).toEqual(['all', 'new'])
+  // The answer comes once every worker has been told to commit, not once each has done so.
+  for (const w of workers) {
+    await waitFor(async () => (await through(w, port, '/new/x')).body === 'b:/new/x', 5000, `worker ${w.pid} on the new routes`)
+    expect(await through(w, newPort, '/new/y')).toEqual({ status: 200, body: 'b:/new/y' })
+  }
+}, 60_000)
