@@ -30,6 +30,7 @@ import { CompiledRoute, Router, type RouteSource } from './routing/router.js'
 import { DeadlineSweeper } from './timers.js'
 import { HealthChecker } from './upstream/health-checker.js'
 import { TargetSet } from './upstream/target-set.js'
+import type { HealthSettings, Target } from './upstream/target.js'
 import { UpstreamGroup } from './upstream/upstream-group.js'
 import { mergePrometheus, mergeStats } from './workers/merge-figures.js'
 
@@ -52,6 +53,12 @@ export interface ReloadVote {
   settle?(committed: boolean): void
 }
 
+/** A route table not yet in force; `use()` readies its targets and gives it for the router. */
+interface CompiledRoutes {
+  readonly table: RouteTable<CompiledRoute>
+  use(): RouteTable<CompiledRoute>
+}
+
 /** Listeners a prepared reload bound, kept, and took a port from. */
 interface BoundListeners {
   readonly added: Listener[]
@@ -65,7 +72,7 @@ interface PreparedReload extends BoundListeners {
   readonly loaded: LoadedConfig
   readonly contexts: Map<string, TlsContexts>
   readonly pages: Map<string, string>
-  readonly table: RouteTable<CompiledRoute>
+  readonly table: CompiledRoutes
   /** The admin token resolved again; null in a worker (no admin API). */
   readonly token: AdminToken | null
 }
@@ -147,10 +154,15 @@ export class Gateway {
     this.sweeper = new DeadlineSweeper(() => { if (++sweeps % 40 === 0) this.targets.prune((key) => this.isStaticTarget(key)) })
     this.targets = new TargetSet(this.sweeper, poolSettings(config))
     this.cache = new RouteCache(source, config.workspaces.registry)
-    const router = new Router(this.compileRoutes(config, this.adminRoutes), this.cache, config.workspaces.hostSuffix, this.targets, config.admin.allowMetadataTargets)
+    const router = new Router(this.compileRoutes(config, this.adminRoutes).use(), this.cache, config.workspaces.hostSuffix, this.targets, config.admin.allowMetadataTargets)
     this.engine = new Engine(router, engineSettings(config), this.sweeper)
     this.cache.on('server-changed', (key, previous, next) => this.onServerChanged(key, previous, next))
     this.health = this.healthChecker(config)
+  }
+
+  /** The primary serves no traffic: health checks belong to the processes that use them. */
+  private startHealthChecks(): void {
+    if (this.role !== 'primary') this.health.start()
   }
 
   private healthChecker(config: GatewayConfig): HealthChecker {
@@ -215,8 +227,7 @@ export class Gateway {
     gw.env = options.env ?? process.env
     gw.role = role
     gw.clusterHooks = options.cluster ?? null
-    // The primary serves no traffic: health checks belong to the workers that use them.
-    if (role !== 'primary') gw.health.start()
+    gw.startHealthChecks()
     try {
       gw.observability = await Observability.start(config.accessLog, log)
       if (role !== 'primary') for (const lc of config.listeners) await gw.openListener(lc, contexts.get(lc.name) ?? null)
@@ -374,17 +385,22 @@ export class Gateway {
     }
     this.clusterHooks?.adminRoutesChanged(frozen)
     this.adminRoutes = frozen
-    this.engine.router.table = table
+    this.engine.router.table = table.use()
     this.routesVersion++
     if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'routes_changed', version: this.routesVersion, adminRoutes: frozen.length })
     return this.routesVersion
   }
 
-  private compileRoutes(config: GatewayConfig, adminRoutes: readonly RouteConfig[], errorPages = this.errorPages): RouteTable<CompiledRoute> {
+  /**
+   * Builds a route table. Targets are shared with the table in force, so their health settings
+   * are only given with `use()`: a reload or route change that is then refused changes nothing.
+   */
+  private compileRoutes(config: GatewayConfig, adminRoutes: readonly RouteConfig[], errorPages = this.errorPages): CompiledRoutes {
     const groups = new Map<string, UpstreamGroup>()
-    const targetsOf = (list: readonly string[], health: { maxFails: number; cooldownMs: number }) => list.map((key) => {
+    const health: [Target, HealthSettings][] = []
+    const targetsOf = (list: readonly string[], settings: HealthSettings) => list.map((key) => {
       const t = this.targets.get(key)
-      t.health = health
+      health.push([t, settings])
       return t
     })
     for (const [name, up] of Object.entries(config.upstreams)) {
@@ -398,7 +414,14 @@ export class Gateway {
       if (group === undefined) throw new Error(`route ${r.id} names unknown upstream ${r.upstream}`) // validated before: a bug
       return new CompiledRoute(r.id, r.host, r.pathPrefix, source, group)
     }
-    return new RouteTable([...config.routes.map((r) => compile(r, 'config')), ...adminRoutes.map((r) => compile(r, 'admin'))])
+    const table = new RouteTable([...config.routes.map((r) => compile(r, 'config')), ...adminRoutes.map((r) => compile(r, 'admin'))])
+    return {
+      table,
+      use: () => {
+        for (const [t, settings] of health) t.health = settings
+        return table
+      },
+    }
   }
 
   private staticKeys: { table: RouteTable<CompiledRoute>; keys: Set<string> } | null = null
@@ -508,7 +531,7 @@ export class Gateway {
     if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
     const admin = await prepareAdminReload(config, this.config, this.adminRoutes, this.env, this.role !== 'worker')
     if ('errors' in admin) issues.push(...admin.errors)
-    let table: RouteTable<CompiledRoute>
+    let table: CompiledRoutes
     try {
       table = this.compileRoutes(config, this.adminRoutes, pages)
     } catch (err) {
@@ -559,11 +582,11 @@ export class Gateway {
     this.errorPages = p.pages
     this.health.stop()
     this.health = this.healthChecker(config)
-    this.health.start()
+    this.startHealthChecks()
     this.engine.settings = engineSettings(config)
     this.targets.settings = poolSettings(config)
     const router = this.engine.router
-    router.table = p.table
+    router.table = p.table.use()
     router.hostSuffix = config.workspaces.hostSuffix
     router.allowMetadataTargets = config.admin.allowMetadataTargets
     this.routesVersion++

@@ -137,6 +137,21 @@ describe('POST /reload', () => {
     client.destroy()
   })
 
+  it('leaves the health settings of shared targets alone when it refuses a reload', async () => {
+    const a = await upstream('a')
+    gw = await startGateway({ upstreams: { master: { targets: [a.target], maxFails: 3, cooldownMs: 10_000 } }, routes: [{ id: 'master', pathPrefix: '/', upstream: 'master' }] })
+    const target = gw.gw.engine.router.table.routes[0].group.targets[0]
+    expect(target.health).toEqual({ maxFails: 3, cooldownMs: 10_000 })
+    // The route table compiles (it shares this target); the state file move refuses the reload.
+    editConfig(gw, (c) => ({ ...c, stateFile: join(tempDir(), 'moved.json'), upstreams: { master: { targets: [a.target], maxFails: 1, cooldownMs: 60_000 } } }))
+    const refused = await admin(gw, 'POST', '/reload')
+    expect(refused.status).toBe(400)
+    expect(target.health).toEqual({ maxFails: 3, cooldownMs: 10_000 })
+    editConfig(gw, (c) => ({ ...c, stateFile: gw!.gw.config.stateFile }))
+    expect((await admin(gw, 'POST', '/reload')).status).toBe(200)
+    expect(target.health).toEqual({ maxFails: 1, cooldownMs: 60_000 })
+  })
+
   it('writes no token file for a reload it refuses for moving the state file', async () => {
     gw = await startGateway()
     const elsewhere = tempDir()
