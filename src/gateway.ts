@@ -110,6 +110,8 @@ export interface StartOptions {
   registrySource?: RegistrySource
   /** A primary's link to its workers. */
   cluster?: ClusterHooks
+  /** How certificates and error pages are read (default: from disk). */
+  read?: FileReader
 }
 
 export class Gateway {
@@ -186,7 +188,7 @@ export class Gateway {
       const created = await ensureCertificates(tlsConfigs, defaultCertificateHosts(config.workspaces.hostSuffix))
       for (const file of created) log(`created self-signed certificate file ${file} (replace it with a real certificate in production)`)
     }
-    const contexts = await loadAllTls(config)
+    const contexts = await loadAllTls(config, options.read)
     if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const store = await RegistryStore.open(config.stateFile)
     let lastRoutesVersion: number
@@ -214,7 +216,7 @@ export class Gateway {
     } else {
       source = new RegistryClient({ url: reg.url, token: reg.token })
     }
-    const pages = await loadErrorPages(config)
+    const pages = await loadErrorPages(config, options.read)
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const gw = new Gateway(loaded, store, registry, source, pages)
     running = gw

@@ -12,6 +12,12 @@ import type { RouteConfig } from '../config/types.js'
 import type { RegistryEvent, RegistrySnapshot } from '../registry/registry-source.js'
 
 export type ToWorker =
+  /**
+   * The first answer to `hello`: the files of the last reload the primary committed (null: none
+   * since start), so a worker (re)started after a reload runs what the others run, not whatever
+   * the files on disk say now.
+   */
+  | { type: 'start-config'; files: WireFiles | null }
   | { type: 'registry-snapshot'; snapshot: RegistrySnapshot }
   | { type: 'registry-event'; event: RegistryEvent }
   | { type: 'admin-routes'; routes: readonly RouteConfig[] }

@@ -7,7 +7,7 @@
 // connections; round-robin through the primary would cost an IPC message per connection).
 
 import cluster, { type Worker } from 'node:cluster'
-import type { FileSnapshot } from '../config/file-snapshot.js'
+import type { FileSnapshot, WireFiles } from '../config/file-snapshot.js'
 import type { ConfigIssue, LoadedConfig } from '../config/load.js'
 import type { RouteConfig } from '../config/types.js'
 import { Gateway, type ClusterHooks, type ReloadVote } from '../gateway.js'
@@ -52,6 +52,8 @@ export class WorkerPool implements ClusterHooks {
   private readonly pending = new Map<number, (message: ToPrimary) => void>()
   private readonly restartDelay = new Map<number, number>()
   private readonly askTimeoutMs: number
+  /** The files of the last reload committed everywhere; null: none since start. */
+  private committedFiles: WireFiles | null = null
 
   constructor(private readonly count: number, private readonly log: LogSink, options: PoolOptions = {}) {
     this.askTimeoutMs = options.askTimeoutMs ?? ASK_TIMEOUT_MS
@@ -79,6 +81,7 @@ export class WorkerPool implements ClusterHooks {
         const m = message as ToPrimary
         switch (m.type) {
           case 'hello': {
+            this.sendTo(worker, { type: 'start-config', files: this.committedFiles })
             const registry = this.gateway?.registry
             if (registry) void registry.list().then((snapshot) => this.sendTo(worker, { type: 'registry-snapshot', snapshot }))
             return
@@ -174,6 +177,7 @@ export class WorkerPool implements ClusterHooks {
       issues,
       // Every worker asked hears the outcome, including one that has not answered yet.
       settle: (committed) => {
+        if (committed) this.committedFiles = wire
         for (const { state, id } of answers) this.sendTo(state.worker, { type: committed ? 'reload-commit' : 'reload-abort', id })
       },
     }

@@ -3,15 +3,24 @@
 // purges, reloads, shutdown). Signals are the primary's business: a Ctrl-C reaches the whole
 // process group, and the primary decides how its workers stop.
 
-import type { LoadedConfig } from '../config/load.js'
+import { FileSnapshot, type WireFiles } from '../config/file-snapshot.js'
+import { loadConfigFile, type LoadedConfig } from '../config/load.js'
 import { Gateway } from '../gateway.js'
 import type { LogSink } from '../observability/event-log.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 import { ReloadFollower } from './reload-follower.js'
 import { ReplicaRegistry } from './replica-registry.js'
 
-/** How long a worker waits for the primary's registry before giving up. */
-const SNAPSHOT_TIMEOUT_MS = 10_000
+/** How long a worker waits for the primary's start-config before giving up. */
+const START_CONFIG_TIMEOUT_MS = 10_000
+
+/** `p`, or a rejection naming `what` after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} in ${ms} ms`)), ms)
+    p.then((v) => { clearTimeout(timer); resolve(v) }, (e: unknown) => { clearTimeout(timer); reject(e as Error) })
+  })
+}
 
 function send(message: ToPrimary): void {
   process.send?.(message)
@@ -33,20 +42,20 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
   }
   let follower: ReloadFollower | null = null
   const reloads = (g: Gateway): ReloadFollower => (follower ??= new ReloadFollower(g, send))
-  let gotSnapshot: () => void = () => {}
-  const snapshot = new Promise<void>((resolve) => { gotSnapshot = resolve })
+  let gotStartConfig: (files: WireFiles | null) => void = () => {}
+  const startConfig = new Promise<WireFiles | null>((resolve) => { gotStartConfig = resolve })
   const handle = (message: ToWorker): void => {
     if (gw === null) {
-      if (message.type === 'registry-snapshot') {
-        replica?.applySnapshot(message.snapshot)
-        gotSnapshot()
-      }
+      if (message.type === 'start-config') gotStartConfig(message.files)
+      else if (message.type === 'registry-snapshot') replica?.applySnapshot(message.snapshot)
       else if (message.type === 'drain') stop()
       else early.push(message)
       return
     }
     const g = gw
     switch (message.type) {
+      case 'start-config':
+        return // answered once, at start
       case 'registry-snapshot':
         replica?.applySnapshot(message.snapshot)
         return
@@ -88,7 +97,11 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
   // The primary is gone (killed, crashed): finish what is in flight and leave.
   process.on('disconnect', stop)
   try {
-    gw = await Gateway.start(loaded, { role: 'worker', registrySource: replica, log })
+    const files = await within(startConfig, START_CONFIG_TIMEOUT_MS, 'the primary sent no start-config')
+    // After a reload: the files the primary committed, not what is on disk now.
+    const snapshot = files === null ? null : FileSnapshot.fromWire(files)
+    const config = snapshot === null ? loaded : await loadConfigFile(loaded.file, snapshot.read)
+    gw = await Gateway.start(config, { role: 'worker', registrySource: replica, log, read: snapshot?.read })
   } catch (err) {
     send({ type: 'failed', message: (err as Error).message })
     return 1

@@ -4,7 +4,7 @@
 // for one that cannot answer in time; stopping all workers but one also steers every new
 // connection to that one (they share one listening socket), so each worker is checked on its own.
 
-import cluster from 'node:cluster'
+import cluster, { type Worker } from 'node:cluster'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -34,7 +34,8 @@ interface TestWorker {
   stderr: () => string
 }
 
-it('refuses a reload that one worker cannot prepare in time, and leaves the primary and every worker on the old config', async () => {
+/** A primary in this process, two real workers, upstreams a and b, one route to a. */
+async function startScene() {
   const a = await httpUpstream((req, res) => res.end(`a:${req.url}`))
   const b = await httpUpstream((req, res) => res.end(`b:${req.url}`))
   cleanups.push(() => a.close(), () => b.close())
@@ -58,12 +59,14 @@ it('refuses a reload that one worker cannot prepare in time, and leaves the prim
   cluster.schedulingPolicy = cluster.SCHED_NONE
   cluster.setupPrimary({ exec: COMPILED_CLI, args: ['start', '--config', configFile], execArgv: [], silent: true })
   const workers: TestWorker[] = []
-  cluster.on('fork', (w) => {
+  const onFork = (w: Worker): void => {
     let text = ''
     w.process.stderr!.on('data', (d: Buffer) => (text += d))
     w.process.stdout!.resume()
     workers.push({ pid: w.process.pid!, stderr: () => text })
-  })
+  }
+  cluster.on('fork', onFork)
+  cleanups.push(() => { cluster.off('fork', onFork) })
   const { gateway, pool } = await startPrimary(await loadConfigFile(configFile), 2, () => {}, { askTimeoutMs: ASK_TIMEOUT_MS })
   cleanups.push(async () => {
     // A failed test may leave one stopped; one that died is restarted under another pid.
@@ -77,8 +80,8 @@ it('refuses a reload that one worker cannot prepare in time, and leaves the prim
   const admin = (path: string, method = 'GET') => fetch(`http://127.0.0.1:${adminPort}${path}`, { method, headers: { authorization: 'Bearer tok' } })
   const routes = async () => await (await admin('/routes')).json() as { version: number; routes: { id: string }[] }
   /** A request that only `only` can accept: every other worker is stopped meanwhile. */
-  const through = async (only: TestWorker, toPort: number, path: string) => {
-    const others = workers.filter((w) => w !== only)
+  const through = async (only: TestWorker, toPort: number, path: string, gone: TestWorker[] = []) => {
+    const others = workers.filter((w) => w !== only && !gone.includes(w))
     for (const w of others) process.kill(w.pid, 'SIGSTOP')
     try {
       const r = await request(toPort, path)
@@ -88,6 +91,11 @@ it('refuses a reload that one worker cannot prepare in time, and leaves the prim
     }
   }
 
+  return { config, configFile, port, newPort, workers, admin, routes, through }
+}
+
+it('refuses a reload that one worker cannot prepare in time, and leaves the primary and every worker on the old config', async () => {
+  const { config, configFile, port, newPort, workers, admin, routes, through } = await startScene()
   for (const w of workers) expect(await through(w, port, '/new/x')).toEqual({ status: 200, body: 'a:/new/x' })
   const before = await routes()
   expect(before.routes.map((r) => r.id)).toEqual(['all'])
@@ -124,5 +132,23 @@ it('refuses a reload that one worker cannot prepare in time, and leaves the prim
   for (const w of workers) {
     await waitFor(async () => (await through(w, port, '/new/x')).body === 'b:/new/x', 5000, `worker ${w.pid} on the new routes`)
     expect(await through(w, newPort, '/new/y')).toEqual({ status: 200, body: 'b:/new/y' })
+  }
+}, 60_000)
+
+it('starts a worker that replaces a dead one on the config last reloaded, not on the file as it is now', async () => {
+  const { config, configFile, port, workers, admin, through } = await startScene()
+  writeFileSync(configFile, JSON.stringify({ ...config, routes: [...config.routes, { id: 'new', pathPrefix: '/new', upstream: 'b' }] }))
+  expect((await admin('/reload', 'POST')).status).toBe(200)
+  // Edited again, not reloaded: the running cluster must not pick this up piecemeal.
+  writeFileSync(configFile, JSON.stringify({ ...config, routes: [{ id: 'all', pathPrefix: '/', upstream: 'b' }] }))
+  const dead = workers[0]
+  process.kill(dead.pid, 'SIGKILL')
+  await waitFor(() => workers.length === 3, 15_000, 'a replacement worker')
+  const replacement = workers[2]
+  await waitFor(() => replacement.stderr().includes('listening on'), 15_000, 'the replacement to listen')
+  const live = workers.filter((w) => w !== dead)
+  for (const w of live) {
+    await waitFor(async () => (await through(w, port, '/new/x', [dead])).body === 'b:/new/x', 5000, `worker ${w.pid} on the reloaded routes`)
+    expect(await through(w, port, '/other', [dead])).toEqual({ status: 200, body: 'a:/other' })
   }
 }, 60_000)
