@@ -72,7 +72,7 @@ interface PreparedReload extends BoundListeners {
   readonly loaded: LoadedConfig
   readonly contexts: Map<string, TlsContexts>
   readonly pages: Map<string, string>
-  readonly table: CompiledRoutes
+  readonly routes: CompiledRoutes
   /** The admin token resolved again; null in a worker (no admin API). */
   readonly token: AdminToken | null
 }
@@ -533,9 +533,9 @@ export class Gateway {
     if (config.stateFile !== this.config.stateFile) issues.push({ path: 'stateFile', message: 'changing the state file needs a restart' })
     const admin = await prepareAdminReload(config, this.config, this.adminRoutes, this.env, this.role !== 'worker')
     if ('errors' in admin) issues.push(...admin.errors)
-    let table: CompiledRoutes
+    let routes: CompiledRoutes
     try {
-      table = this.compileRoutes(config, this.adminRoutes, pages)
+      routes = this.compileRoutes(config, this.adminRoutes, pages)
     } catch (err) {
       issues.push({ path: 'routes', message: (err as Error).message })
       return issues
@@ -543,7 +543,7 @@ export class Gateway {
     if (issues.length > 0) return issues
     const bound = await this.bindNewListeners(config.listeners, contexts)
     if (Array.isArray(bound)) return bound
-    return { loaded, contexts, pages, table, token: 'token' in admin ? admin.token : null, ...bound }
+    return { loaded, contexts, pages, routes, token: 'token' in admin ? admin.token : null, ...bound }
   }
 
   /**
@@ -588,7 +588,7 @@ export class Gateway {
     this.engine.settings = engineSettings(config)
     this.targets.settings = poolSettings(config)
     const router = this.engine.router
-    router.table = p.table.use()
+    router.table = p.routes.use()
     router.hostSuffix = config.workspaces.hostSuffix
     router.allowMetadataTargets = config.admin.allowMetadataTargets
     this.routesVersion++

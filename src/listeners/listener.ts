@@ -22,9 +22,11 @@ export class Listener {
    * wait for the routes they were bound for (with workers, up to the primary's answer).
    */
   private held: Set<net.Socket> | null = null
+  /** Its config; `adopt` replaces it with settings that need no new socket. */
+  private settings: ListenerConfig
 
-  constructor(private settings: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
-    const config = settings
+  constructor(config: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
+    this.settings = config
     this.ctx = { name: config.name, proto: contexts === null ? 'http' : 'https', port: config.port, workspacesOnly: config.workspacesOnly, engine, open: 0 }
     const onSocket = (socket: net.Socket) => this.accept(socket)
     if (contexts === null) {

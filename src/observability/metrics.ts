@@ -12,12 +12,12 @@
 
 import { readdir } from 'node:fs/promises'
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
-
-/** Event-loop delay is summarised over windows of this length (reading /metrics resets nothing). */
-const LOOP_WINDOW_MS = 60_000
 import type { Gateway } from '../gateway.js'
 import { gatewayEvent, requestDone, tunnelClosed, tunnelOpened, upstreamFailed, type RequestDoneMessage, type TunnelMessage, type UpstreamErrorMessage } from './channels.js'
 import { Histogram } from './histogram.js'
+
+/** Event-loop delay is summarised over windows of this length (reading /metrics resets nothing). */
+const LOOP_WINDOW_MS = 60_000
 
 /** Distinct (listener, route) series kept; later ones count under route "other". */
 const MAX_ROUTE_SERIES = 2000

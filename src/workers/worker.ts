@@ -30,7 +30,8 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.on(signal, () => {})
   const embedded = loaded.config.workspaces.registry.url === null
   const replica = embedded ? new ReplicaRegistry() : undefined
-  // Messages that arrive before the gateway is up (the registry snapshot first of all) wait.
+  // Messages that arrive before the gateway is up wait for it (start-config, the registry
+  // snapshot and drain aside).
   const early: ToWorker[] = []
   let gw: Gateway | null = null
   let exiting: Promise<number> | null = null
