@@ -76,7 +76,7 @@ export class TargetPool {
   }
 
   /**
-   * An instance outside the pool, for scenarios that alternate between two at once (the
+   * An instance outside the pool, for scenarios that run two of one target at once (the
    * caller stops it; children.ts stops it too if the run dies first).
    */
   startSeparate(name: TargetName, spec: TargetSpec): Promise<RunningTarget> {
