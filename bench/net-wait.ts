@@ -65,3 +65,8 @@ async function pollUntil(check: () => Promise<boolean>, options: WaitOptions): P
 export function waitForPort(port: number, options: WaitOptions): Promise<void> {
   return pollUntil(() => canConnect(port), options)
 }
+
+/** Until `url` answers 200. */
+export function waitForOk(url: string, options: WaitOptions): Promise<void> {
+  return pollUntil(async () => (await getStatus(url)) === 200, options)
+}

@@ -1,7 +1,7 @@
 // Workspace path routes (`/{port}_{host}/...`) resolved through the embedded registry (and
 // its route cache) against a static route, on the same gateway. The server entry is put
-// through the admin API first; a gateway without `/servers` yet skips the scenario.
-import { request } from 'node:http'
+// through the admin API first.
+import { adminRequest } from '../targets/gateway.js'
 import type { RunningTarget } from '../targets/target.js'
 import { DEFAULT_SPEC } from '../targets/target.js'
 import { indent, measureTargets } from './measure-targets.js'
@@ -9,22 +9,9 @@ import type { ResultRow, Scenario, ScenarioContext, ScenarioOutput } from './sce
 
 const KEY = '32770_node1'
 
-function putServer(target: RunningTarget, upstreamPort: number): Promise<number> {
-  const admin = target.admin!
-  const body = JSON.stringify({ key: KEY, target: `127.0.0.1:${upstreamPort}` })
-  return new Promise((resolve, reject) => {
-    const req = request(`${admin.url}/servers/${KEY}`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-      timeout: 5000,
-    }, (res) => {
-      res.resume()
-      resolve(res.statusCode ?? 0)
-    })
-    req.once('timeout', () => req.destroy(new Error('admin API timed out')))
-    req.once('error', reject)
-    req.end(body)
-  })
+async function putServer(target: RunningTarget, upstreamPort: number): Promise<number> {
+  const { status } = await adminRequest(target.admin!, 'PUT', `/servers/${KEY}`, { key: KEY, target: `127.0.0.1:${upstreamPort}` })
+  return status
 }
 
 export const workspaceRoutes: Scenario = {
@@ -40,9 +27,7 @@ export const workspaceRoutes: Scenario = {
     }
     const status = await putServer(acquired.target, ctx.upstreamHttpPort).catch((err: Error) => err.message)
     if (status !== 200 && status !== 201 && status !== 204) {
-      const reason = status === 404
-        ? 'admin API has no PUT /servers/{key} yet (404)'
-        : typeof status === 'number' ? `PUT /servers/${KEY} answered ${status}` : `PUT /servers/${KEY} failed: ${status}`
+      const reason = typeof status === 'number' ? `PUT /servers/${KEY} answered ${status}` : `PUT /servers/${KEY} failed: ${status}`
       ctx.log(`  gateway: skipped: ${reason}`)
       return { rows: [{ target: 'gateway', variant: '', measurement: null, skipped: reason }], notes }
     }

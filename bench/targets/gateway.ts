@@ -2,10 +2,10 @@
 // admin listener's /readyz answers 200. Until dist/cli.js exists its rows are skipped.
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { logTail, spawnTracked, stopChild } from '../children.js'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { canConnect, freePort, getStatus } from '../net-wait.js'
+import { freePort, waitForOk } from '../net-wait.js'
 import { gatewayCli, repoRoot } from '../paths.js'
 import { upstreamPortOf, type RouteSet, type RunningTarget, type TargetDriver, type TargetEnv, type TargetSpec } from './target.js'
 
@@ -42,34 +42,23 @@ function routesFor(set: RouteSet): BenchRoute[] {
   return routes
 }
 
-/** How long listeners must accept, with no admin listener at all, before that counts as ready. */
-const NO_ADMIN_GRACE_MS = 2000
-
-/**
- * Polls /readyz until 200. While the admin API is still being written, a gateway without an
- * admin listener (connection refused) whose front ports accept for NO_ADMIN_GRACE_MS counts
- * as ready too; the returned note says so.
- */
-async function waitReady(adminUrl: string, ports: readonly number[], exited: Promise<unknown>, deadlineMs: number): Promise<string | undefined> {
-  let dead = false
-  void exited.then(() => {
-    dead = true
+/** A request to a gateway's admin API with its token: the status and the body. */
+export function adminRequest(admin: { readonly url: string; readonly token: string }, method: string, path: string, json?: unknown): Promise<{ status: number; body: string }> {
+  const body = json === undefined ? '' : JSON.stringify(json)
+  const headers: Record<string, string | number> = { authorization: `Bearer ${admin.token}` }
+  if (json !== undefined) Object.assign(headers, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  return new Promise((resolve, reject) => {
+    const req = request(`${admin.url}${path}`, { method, headers, agent: false, timeout: 30_000 }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => (text += chunk))
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
+      res.once('error', reject)
+    })
+    req.once('timeout', () => req.destroy(new Error(`admin API: no answer to ${method} ${path} in 30 s`)))
+    req.once('error', reject)
+    req.end(body)
   })
-  const deadline = Date.now() + deadlineMs
-  let acceptingSince = 0
-  for (;;) {
-    if (dead) throw new Error('gateway exited before it was ready')
-    const status = await getStatus(`${adminUrl}/readyz`)
-    if (status === 200) return undefined
-    if (status === 0 && (await Promise.all(ports.map(canConnect))).every(Boolean)) {
-      acceptingSince ||= Date.now()
-      if (Date.now() - acceptingSince >= NO_ADMIN_GRACE_MS) return 'no admin listener (no /readyz): ready once its listeners accepted'
-    } else {
-      acceptingSince = 0
-    }
-    if (Date.now() > deadline) throw new Error(`gateway not ready after ${deadlineMs} ms (/readyz answered ${status || 'nothing'})`)
-    await sleep(50)
-  }
 }
 
 let started = 0
@@ -93,15 +82,14 @@ export const gatewayTarget: TargetDriver = {
     }
     // Only when asked: the key is the contract's `workers`, and unknown keys are rejected.
     if (env.workers !== null) config.workers = env.workers
-    if (spec.accessLog === true) config.accessLog = { enabled: true, path: join(env.workDir, `gateway-${n}-access.log`) }
+    const accessLogPath = join(env.workDir, `gateway-${n}-access.log`)
     const file = join(env.workDir, `gateway-${n}.json`)
     await writeFile(file, JSON.stringify(config))
     const child = spawnTracked('gateway', process.execPath, [gatewayCli, 'start', '--config', file], join(env.workDir, `gateway-${n}.log`), { cwd: repoRoot, nofile: env.nofile })
-    const adminUrl = `http://127.0.0.1:${adminPort}`
-    let note: string | undefined
+    const admin = { url: `http://127.0.0.1:${adminPort}`, token: ADMIN_TOKEN }
     try {
       const deadlineMs = spec.routes === 'hosts-100k' ? 120_000 : 30_000
-      note = await waitReady(adminUrl, [httpPort, httpsPort], child.exited, deadlineMs)
+      await waitForOk(`${admin.url}/readyz`, { deadlineMs, exited: child.exited, what: 'gateway' })
     } catch (err) {
       await stopChild(child)
       throw new Error(`${(err as Error).message}\n${logTail(child)}`)
@@ -111,8 +99,12 @@ export const gatewayTarget: TargetDriver = {
       httpUrl: `http://127.0.0.1:${httpPort}`,
       httpsUrl: `https://127.0.0.1:${httpsPort}`,
       pid: child.pid,
-      admin: { url: adminUrl, token: ADMIN_TOKEN },
-      note,
+      admin,
+      async setAccessLog(on: boolean): Promise<void> {
+        await writeFile(file, JSON.stringify({ ...config, accessLog: { enabled: on, path: accessLogPath } }))
+        const { status, body } = await adminRequest(admin, 'POST', '/reload')
+        if (status !== 200) throw new Error(`reload to turn the access log ${on ? 'on' : 'off'} answered ${status}: ${body}`)
+      },
       stop: () => stopChild(child),
     }
   },

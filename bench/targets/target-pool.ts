@@ -25,7 +25,7 @@ interface Current {
 }
 
 function reusable(running: TargetSpec, wanted: TargetSpec, env: TargetEnv): boolean {
-  return !running.fresh && !wanted.fresh && running.routes === wanted.routes && (running.accessLog ?? false) === (wanted.accessLog ?? false) &&
+  return !running.fresh && !wanted.fresh && running.routes === wanted.routes &&
     (!wanted.usesTls || running.cert === wanted.cert) &&
     upstreamPortOf(running, env) === upstreamPortOf(wanted, env) &&
     (running.httpProxyAgent ?? 'keep-alive') === (wanted.httpProxyAgent ?? 'keep-alive')

@@ -24,8 +24,6 @@ export interface TargetSpec {
   readonly routes: RouteSet
   /** A new process for this scenario alone (memory figures want one without history). */
   readonly fresh: boolean
-  /** Gateway only: write the access log to a file in the run's folder. */
-  readonly accessLog?: boolean
   /**
    * A scenario's own plain HTTP upstream (get-fast-upstream's nginx) instead of the shared
    * Node one; HTTPS and websocket loads are not sent to it. Default: env.upstream.httpPort.
@@ -70,6 +68,8 @@ export interface RunningTarget {
   readonly pid: number | null
   /** Gateway only: the admin listener's base URL and token. */
   readonly admin?: { readonly url: string; readonly token: string }
+  /** Gateway only: turns its access log on or off through a config reload (POST /reload). */
+  setAccessLog?(on: boolean): Promise<void>
   /** Something the reader of the results should know about this instance. */
   readonly note?: string
   stop(): Promise<void>
