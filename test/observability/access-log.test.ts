@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
-import { AccessLog, LineFormatter } from '../../src/observability/access-log.js'
+import { AccessLog, LineEncoder } from '../../src/observability/access-log.js'
 import { requestDone, type RequestDoneMessage } from '../../src/observability/channels.js'
 import { waitFor } from '../helpers/fake-registry.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
@@ -137,6 +137,19 @@ describe('access log', () => {
     await waitFor(() => chunks.join('').trim().split('\n').length === 300, 5000, 'all 300 lines, by the timer')
   })
 
+  it('writes a line longer than a batch buffer whole, between the lines around it', async () => {
+    const dir = tempDir()
+    const file = join(dir, 'access.log')
+    const log = new AccessLog({ enabled: true, path: file }, { flushBytes: 4096 })
+    logs.push(log)
+    await log.start()
+    const long = `/${'\u00e9"'.repeat(3000)}` // 6,001 characters, each but the first escaped
+    for (let i = 0; i < 40; i++) requestDone.publish(i === 20 ? { ...message(i), path: long } : message(i))
+    await log.idle()
+    const paths = lines(file).map((l) => l.path)
+    expect(paths).toEqual(Array.from({ length: 40 }, (_, i) => i === 20 ? long : `/p/${i}`))
+  })
+
   it('batches lines to stdout when no path is set', async () => {
     const chunks: string[] = []
     const out = new Writable({ write(chunk, _enc, cb) { chunks.push(String(chunk)); cb() } })
@@ -152,6 +165,12 @@ describe('access log', () => {
 })
 
 describe('access log line format', () => {
+  /** The line the encoder writes for `m`, given exactly the room it asks for. */
+  const lineOf = (e: LineEncoder, m: RequestDoneMessage): string => {
+    const buf = Buffer.alloc(e.maxLength(m))
+    return buf.toString('latin1', 0, e.encode(m, buf, 0))
+  }
+
   // What JSON.stringify of the same fields says: the hand-built line must parse to exactly this.
   const reference = (m: RequestDoneMessage) => ({
     time: new Date(m.time).toISOString(), client: m.clientAddress, listener: m.listener, method: m.method, host: m.host, path: m.path,
@@ -160,7 +179,7 @@ describe('access log line format', () => {
   })
 
   it('gives the JSON.stringify fields, in ASCII, for hostile values too', () => {
-    const f = new LineFormatter()
+    const e = new LineEncoder()
     const hostile = [
       message(1),
       { ...message(2), path: '/a"b\\c', requestId: 'id-\u00e9\u0001\u2028\ud800x', host: null, routeId: null, target: null, error: 'upstream_timeout' },
@@ -171,7 +190,7 @@ describe('access log line format', () => {
       ...[0, 0.0005, 0.05, 1.0001, 12.05, 999.9999, 86_400_000.25].map((durationMs, i) => ({ ...message(10 + i), durationMs, bytesOut: 10 ** i })),
     ]
     for (const m of hostile) {
-      const line = f.format(m)
+      const line = lineOf(e, m)
       expect(line.endsWith('}\n')).toBe(true)
       expect(line).toMatch(/^[\x20-\x7e]*\n$/)
       expect(JSON.parse(line)).toEqual(reference(m))
@@ -179,13 +198,13 @@ describe('access log line format', () => {
   })
 
   it('does not carry a field of one line over to the next when it changes', () => {
-    const f = new LineFormatter()
+    const e = new LineEncoder()
     const a = { ...message(1), clientAddress: '10.0.0.1', host: 'a', routeId: 'ra', target: 'ta:1' }
     const b = { ...message(2), clientAddress: '10.0.0.2', host: 'b', routeId: 'rb', target: 'tb:1', listener: 'https' }
-    for (const m of [a, b, a, b, { ...a, host: null }]) expect(JSON.parse(f.format(m))).toEqual(reference(m))
+    for (const m of [a, b, a, b, { ...a, host: null }]) expect(JSON.parse(lineOf(e, m))).toEqual(reference(m))
   })
 
   it('writes a duration that is not a finite number as null', () => {
-    expect(JSON.parse(new LineFormatter().format({ ...message(1), durationMs: Number.NaN })).durationMs).toBeNull()
+    expect(JSON.parse(lineOf(new LineEncoder(), { ...message(1), durationMs: Number.NaN })).durationMs).toBeNull()
   })
 })
