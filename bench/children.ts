@@ -27,6 +27,9 @@ export interface SpawnTrackedOptions {
   readonly onLine?: (line: string) => void
 }
 
+/** How long after a child's exit its stdout may still be read. */
+const STDIO_CLOSE_GRACE_MS = 2000
+
 export function spawnTracked(name: string, command: string, args: readonly string[], logFile: string, options: SpawnTrackedOptions = {}): TrackedChild {
   // `ulimit -n` cannot be raised from inside Node; the shell execs the command, so the pid
   // stays the command's own.
@@ -54,9 +57,16 @@ export function spawnTracked(name: string, command: string, args: readonly strin
   })
   child.stderr!.on('data', (chunk: Buffer) => log.write(chunk))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    // 'exit' can come before the last of stdout was read (wrk's summary line was lost that
+    // way); 'close' comes after it, unless a grandchild still holds the pipe: then 2 s on.
     child.once('exit', (code, signal) => {
-      running.delete(tracked)
-      resolve({ code, signal })
+      const done = (): void => {
+        clearTimeout(timer)
+        running.delete(tracked)
+        resolve({ code, signal })
+      }
+      const timer = setTimeout(done, STDIO_CLOSE_GRACE_MS)
+      child.once('close', done)
     })
     child.once('error', () => {
       running.delete(tracked)
