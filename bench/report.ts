@@ -127,7 +127,7 @@ export function formatSummary(run: RunRecord): string {
     '# Benchmark summary',
     '',
     'Made by `npm run bench` (bench/run.ts); the raw figures are in bench/results/latest.json.',
-    'Every target forwards to the same Node upstream (nginx in get-fast-upstream) on the same machine,',
+    'Every target forwards to the same Node upstream (nginx in get-fast-upstream and access-log) on the same machine,',
     'loaded by the same loader, so the rows compare with each other, not with other machines.',
     '"direct" is the upstream alone:',
     'the ceiling of loader plus upstream; a row near it was held back by them, not by the proxy.',
