@@ -2,10 +2,10 @@
 // in one child process, the bench upstream in another, and mixed HTTP and websocket load with
 // random client aborts from this process, while the upstream is restarted a few times. The
 // gateway's open descriptors, RSS and heap are taken after a warm-up and again after the load
-// has stopped and connections have drained; the run passes only when no socket leaked and
-// RSS grew under 10%. Only 127.0.0.1 is used; the load is a fixed number of closed-loop
+// has stopped and connections have drained; the run passes only when no socket leaked, RSS
+// grew under 10%, and every line of the access log (on, to a file) is whole. Only 127.0.0.1 is used; the load is a fixed number of closed-loop
 // workers, so it is bounded whatever the machine.
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -115,6 +115,7 @@ async function soak(minutes: number): Promise<number> {
     admin: { host: '127.0.0.1', port: adminPort, token: ADMIN_TOKEN },
     stateFile: join(workDir, 'gateway-state.json'),
     timeouts: { upstreamIdleMs: UPSTREAM_IDLE_MS, responseMs: 10_000, keepAliveMs: 10_000 },
+    accessLog: { enabled: true, path: join(workDir, 'access.log') },
   }
   const configFile = join(workDir, 'gateway.json')
   await writeFile(configFile, JSON.stringify(config, null, 2))
@@ -178,6 +179,10 @@ async function soak(minutes: number): Promise<number> {
     { ok: fdGrowth <= FD_TOLERANCE, text: `open descriptors ${start.fds} -> ${end.fds} (${fdGrowth >= 0 ? '+' : ''}${fdGrowth}; tolerance +${FD_TOLERANCE})` },
     { ok: rssGrowth < RSS_GROWTH_LIMIT, text: `RSS ${mb(start.rssBytes)} -> ${mb(end.rssBytes)} (${(rssGrowth * 100).toFixed(1)}%; limit ${RSS_GROWTH_LIMIT * 100}%)` },
   ]
+  // Stopped (SIGTERM: the access log writes what it holds), then every line must be whole.
+  await stopChild(gateway)
+  const logCheck = checkAccessLog(config.accessLog.path, load.counts.http)
+  checks.push(logCheck)
   const heapNote = start.heapUsedBytes === null || end.heapUsedBytes === null
     ? 'heap: not reported by the gateway (no nodejs_heap_used_bytes in /metrics); RSS only'
     : `heap used ${mb(start.heapUsedBytes)} -> ${mb(end.heapUsedBytes)} (reported, not judged)`
@@ -186,9 +191,24 @@ async function soak(minutes: number): Promise<number> {
   log(`     ${heapNote}`)
   const pass = checks.every((c) => c.ok)
   log(`\nsoak ${pass ? 'PASS' : 'FAIL'}: ${minutes} min, ${restarts} upstream restarts, ${load.counts.http} HTTP exchanges, ${load.counts.wsSessions} websocket sessions`)
-  await stopChild(gateway)
   await upstream.stop()
   return pass ? 0 : 1
+}
+
+/** Every access-log line parses as JSON with a status; at least one line per HTTP exchange of the run. */
+function checkAccessLog(path: string, exchanges: number): { ok: boolean; text: string } {
+  const lines = readFileSync(path, 'utf8').split('\n')
+  const last = lines.pop()
+  let bad = last === '' ? 0 : 1 // the file must end with a newline
+  for (const line of lines) {
+    try {
+      if (typeof (JSON.parse(line) as { status?: unknown }).status !== 'number') bad++
+    } catch {
+      bad++
+    }
+  }
+  const ok = bad === 0 && lines.length >= exchanges
+  return { ok, text: `access log: ${lines.length} lines (${exchanges} HTTP exchanges in the run, plus the warm-up, websockets and aborts), ${bad} not whole JSON` }
 }
 
 async function main(): Promise<number> {
