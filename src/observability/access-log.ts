@@ -1,5 +1,5 @@
 // The access log (config `accessLog`): one JSON line per finished exchange, to a file or to
-// stdout. The request path only queues the request; every FORMAT_BATCH requests the lines are
+// stdout. The request path only queues the request; every ENCODE_BATCH requests the lines are
 // encoded into in-memory batch buffers, and a timer (or a full batch) hands them to one
 // asynchronous write at a time. While the output is slower than the traffic, the batch grows
 // to a bound and then lines are dropped and counted (gateway_access_log_dropped_total), so a
@@ -17,7 +17,7 @@ import { gatewayEvent, requestDone, type RequestDoneMessage } from './channels.j
 import type { AccessLogFigures } from './metrics.js'
 
 /** Requests encoded together, in one loop (see onRequest). */
-const FORMAT_BATCH = 256
+const ENCODE_BATCH = 256
 
 /** What a request not yet encoded is counted as against maxBufferedBytes (lines run ~300). */
 const PENDING_LINE_BYTES = 256
@@ -73,7 +73,7 @@ export class AccessLog {
   private idleWaiters: (() => void)[] = []
 
   private readonly encoder = new LineEncoder()
-  /** Requests logged but not yet encoded (at most FORMAT_BATCH). */
+  /** Requests logged but not yet encoded (at most ENCODE_BATCH). */
   private pending: RequestDoneMessage[] = []
 
   lines = 0
@@ -166,7 +166,7 @@ export class AccessLog {
     // one line at a time cost 2-5% more CPU per request, batches of 64 0-2% more, and batches
     // of 1024 (more requests kept alive through a scavenge) 2-6% more.
     this.pending.push(message as RequestDoneMessage)
-    if (this.pending.length >= FORMAT_BATCH) this.encodePending()
+    if (this.pending.length >= ENCODE_BATCH) this.encodePending()
     if (this.writing) return
     if (this.batchBytes >= this.flushBytes) void this.flush()
     else this.armTimer()
@@ -418,8 +418,9 @@ export class LineEncoder {
   private second = -1
   /** `{"time":"2026-11-29T03:34:51.` */
   private secondBytes = ascii('')
-  private client = ''
-  private listener = ''
+  // undefined: nothing encoded yet (every field, even '' or null, differs from it)
+  private client: string | undefined = undefined
+  private listener: string | undefined = undefined
   /** `Z","client":...,"listener":...,"method":` */
   private peerBytes = ascii('')
   private host: string | null | undefined = undefined

@@ -204,6 +204,11 @@ describe('access log line format', () => {
     for (const m of [a, b, a, b, { ...a, host: null }]) expect(JSON.parse(lineOf(e, m))).toEqual(reference(m))
   })
 
+  it('encodes empty and null fields right on a fresh encoder', () => {
+    const m = { ...message(1), clientAddress: '', host: null, routeId: null, target: null }
+    expect(JSON.parse(lineOf(new LineEncoder(), m))).toEqual(reference(m))
+  })
+
   it('writes a duration that is not a finite number as null', () => {
     expect(JSON.parse(lineOf(new LineEncoder(), { ...message(1), durationMs: Number.NaN })).durationMs).toBeNull()
   })
