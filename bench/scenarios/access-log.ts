@@ -3,7 +3,8 @@
 // throughput. On a shared 2-core machine req/s swings 10-20% from one measurement to the
 // next, more than the effect measured, so both gateways are loaded at the same time, each by
 // its own loader: the scheduler splits the CPU between them, drift hits both alike, and the
-// ratio of their req/s is the inverse of their CPU cost per request. Two identical gateways
+// ratio of their req/s follows the inverse of their CPU cost per request (as far as both are
+// busy all the time: hence nginx, below). Two identical gateways
 // measured this way still differ by 1-2% in one direction for a whole run (which process the
 // scheduler favours), so the log changes sides every round, by a config reload: half the
 // rounds have it on the first gateway, half on the second. The median of the per-round
