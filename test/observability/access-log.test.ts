@@ -116,7 +116,7 @@ describe('access log', () => {
     const log = new AccessLog({ enabled: true, path: null }, { stdout: out, flushBytes: 20_000, flushMs: 60_000 })
     logs.push(log)
     await log.start()
-    for (let i = 0; i < 256; i++) requestDone.publish(message(i)) // one formatted batch: over 20 kB
+    for (let i = 0; i < 256; i++) requestDone.publish(message(i)) // one encoded batch: over 20 kB
     expect(chunks.length).toBe(1)
     for (let i = 256; i < 300; i++) requestDone.publish(message(i)) // well under 20 kB more
     release!()
