@@ -209,6 +209,38 @@ describe('access log line format', () => {
     expect(JSON.parse(lineOf(new LineEncoder(), m))).toEqual(reference(m))
   })
 
+  it('matches JSON.stringify for 3000 random messages, one after another in one buffer', () => {
+    let seed = 42 // mulberry32: the same messages on every run
+    const random = (): number => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]
+    const chars = ['a', 'Z', '/', '-', ' ', '"', '\\', '\n', '\u0000', '\u001f', '\u007f', '\u00e9', '\u2028', '\ud83d\ude00', '\ud800', '\udfff', '\uffff']
+    const text = (): string => Array.from({ length: Math.floor(random() * 12) }, () => random() < 0.7 ? 'x' : pick(chars)).join('')
+    const maybe = (): string | null => random() < 0.2 ? null : text()
+    const e = new LineEncoder()
+    const buf = Buffer.alloc(1 << 20)
+    let at = 0
+    for (let i = 0; i < 3000; i++) {
+      const m: RequestDoneMessage = {
+        listener: pick(['http', 'https', text()]), clientAddress: pick(['127.0.0.1', '::1', text()]), method: pick(['GET', 'POST', text()]),
+        host: pick([null, 'ide.example.com', maybe()]), path: text(), status: Math.floor(random() * 600),
+        bytesIn: Math.floor(random() * 2 ** (random() * 45)), bytesOut: Math.floor(random() * 2 ** (random() * 45)),
+        durationMs: random() * 10 ** (random() * 9), routeId: pick([null, 'master', maybe()]), target: pick([null, '127.0.0.1:8080', maybe()]),
+        requestId: text(), error: pick([null, 'upstream_timeout', maybe()]), time: Date.UTC(2000, 0, 1) + Math.floor(random() * 3e12),
+      }
+      const end = e.encode(m, buf, at)
+      expect(end - at).toBeLessThanOrEqual(e.maxLength(m))
+      const line = buf.toString('latin1', at, end)
+      expect(line).toMatch(/^[\x20-\x7e]*\n$/)
+      expect(JSON.parse(line)).toEqual(reference(m))
+      at = end < buf.length - 65536 ? end : 0
+    }
+  })
+
   it('writes a duration that is not a finite number as null', () => {
     expect(JSON.parse(lineOf(new LineEncoder(), { ...message(1), durationMs: Number.NaN })).durationMs).toBeNull()
   })
