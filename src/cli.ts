@@ -47,7 +47,7 @@ interface Command {
 interface RunningGateway {
   drain(): Promise<void>
   /** A reload in turn with admin API route changes. */
-  reload(): Promise<{ ok: boolean; errors?: ConfigIssue[] }>
+  reload(): Promise<{ ok: boolean; errors?: ConfigIssue[]; warnings?: string[] }>
   reopenLogs(): void
 }
 
@@ -160,7 +160,7 @@ async function start(args: ParsedArgs, io: CliIo): Promise<number> {
     }
     const reload = (): void => {
       gateway.reload().then((result) => {
-        if (result.ok) io.err(`SIGHUP: reloaded ${display(loaded.file, io)}`)
+        if (result.ok) io.err(`SIGHUP: reloaded ${display(loaded.file, io)}${(result.warnings ?? []).map((w) => `; ${w}`).join('')}`)
         else for (const line of formatIssues(display(loaded.file, io), result.errors ?? [])) io.err(`SIGHUP: reload rejected: ${line}`)
       }, (err: unknown) => io.err(`SIGHUP: reload failed: ${(err as Error).message}`))
     }
@@ -303,8 +303,10 @@ async function serversCommand(args: ParsedArgs, io: CliIo): Promise<number> {
 async function reloadCommand(args: ParsedArgs, io: CliIo): Promise<number> {
   const admin = await adminFor(args, io)
   if (admin === null) return 1
-  return callAdmin(admin.client, io, 'POST', '/reload', undefined, (body) =>
-    [`reloaded (routes version ${(body as { version: number }).version})`], display(admin.loaded.file, io))
+  return callAdmin(admin.client, io, 'POST', '/reload', undefined, (body) => {
+    const b = body as { version: number; warnings?: string[] }
+    return [`reloaded (routes version ${b.version})`, ...(b.warnings ?? []).map((w) => `warning: ${w}`)]
+  }, display(admin.loaded.file, io))
 }
 
 async function adminFor(args: ParsedArgs, io: CliIo): Promise<{ client: AdminClient; loaded: LoadedConfig } | null> {

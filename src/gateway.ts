@@ -42,15 +42,18 @@ const ROUTE_TARGET_HEALTH = Object.freeze({ maxFails: 3, cooldownMs: 10_000 })
 export interface ReloadResult {
   ok: boolean
   errors?: ConfigIssue[]
+  /** Done, but something the operator should know (a worker replaced to get it done). */
+  warnings?: string[]
 }
 
 /**
  * Whether a prepared reload may be committed: no issues means yes. `settle` hears what this
- * process then did (committed: true), so a primary can tell its workers the same.
+ * process then did (committed: true), so a primary can tell its workers the same; it resolves
+ * when they have done it too, with warnings about any that had to be replaced.
  */
 export interface ReloadVote {
   readonly issues: ConfigIssue[]
-  settle?(committed: boolean): void
+  settle?(committed: boolean): Promise<string[]>
 }
 
 /** A route table not yet in force; `use()` readies its targets and gives it for the router. */
@@ -483,15 +486,15 @@ export class Gateway {
     }
     if (verdict.issues.length > 0) {
       await releaseListeners(prepared.added, prepared.displaced)
-      verdict.settle?.(false)
+      await verdict.settle?.(false)
       return this.reloadFailed(verdict.issues)
     }
     this.commitReload(prepared)
-    verdict.settle?.(true)
-    // Recorded once the new version is served (with workers: once they were told to commit).
+    const warnings = (await verdict.settle?.(true)) ?? []
+    // Recorded once the new version is served (with workers: once they say they serve it).
     if (this.role !== 'worker') await this.persistRoutesVersion()
-    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion })
-    return { ok: true }
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'reload', ok: true, version: this.routesVersion, ...(warnings.length > 0 ? { warnings } : {}) })
+    return warnings.length > 0 ? { ok: true, warnings } : { ok: true }
   }
 
   /**

@@ -129,7 +129,7 @@ export class AdminServer {
       case '/reload':
         if (allow(req, res, 'POST')) {
           const result = await this.reload()
-          if (result.ok) sendJson(res, 200, { ok: true, version: this.gateway.version })
+          if (result.ok) sendJson(res, 200, { ok: true, version: this.gateway.version, ...(result.warnings ? { warnings: result.warnings } : {}) })
           else sendErrors(res, 400, result.errors ?? [])
         }
         return

@@ -4,7 +4,9 @@
 // sends `reload-prepare` with the bytes of every file it read; each worker checks them and binds
 // new listeners, changing nothing visible, and answers `reload-prepared` (no errors: ready).
 // Only when every worker is ready does the primary send `reload-commit`; otherwise
-// `reload-abort`. Each worker gets its own id per reload (the answer's `id` matches it).
+// `reload-abort`. A worker answers a commit with `reload-committed` once the new config is in
+// force; the reload's answer waits for that. Each worker gets its own id per reload (the
+// answers' `id` matches it).
 
 import type { WireFiles } from '../config/file-snapshot.js'
 import type { ConfigIssue } from '../config/types.js'
@@ -37,6 +39,8 @@ export type ToPrimary =
   | { type: 'failed'; message: string }
   /** No errors: prepared, waiting for commit or abort. Errors: nothing was changed. */
   | { type: 'reload-prepared'; id: number; errors: ConfigIssue[] }
+  /** The reload with this id is in force here. */
+  | { type: 'reload-committed'; id: number }
   | { type: 'figures'; id: number; metrics: string; stats: Record<string, unknown> }
 
 export function isMessage(value: unknown): value is { type: string } {

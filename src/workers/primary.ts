@@ -22,6 +22,8 @@ const ASK_TIMEOUT_MS = 5000
  * configs are kilobytes, error pages at most 1 MiB each: more is a path to the wrong file.
  */
 const MAX_RELOAD_FILES_BYTES = 8 * 1024 * 1024
+/** A worker asked to go (it did not confirm a reload) is killed if it is still there after this. */
+const REPLACE_KILL_AFTER_MS = 30_000
 /** A worker that dies sooner than this after starting is restarted with growing delays. */
 const STABLE_AFTER_MS = 10_000
 
@@ -175,12 +177,49 @@ export class WorkerPool implements ClusterHooks {
     }
     return {
       issues,
-      // Every worker asked hears the outcome, including one that has not answered yet.
-      settle: (committed) => {
+      // Every worker asked hears the outcome, including one that has not answered yet. On a
+      // commit, those that prepared are waited for until they serve the new config.
+      settle: async (committed) => {
         if (committed) this.committedFiles = wire
-        for (const { state, id } of answers) this.sendTo(state.worker, { type: committed ? 'reload-commit' : 'reload-abort', id })
+        const confirmations: Promise<string | null>[] = []
+        for (const { state, id, answer } of answers) {
+          if (committed && answer !== null) confirmations.push(this.confirmCommit(state, id))
+          this.sendTo(state.worker, { type: committed ? 'reload-commit' : 'reload-abort', id })
+        }
+        return (await Promise.all(confirmations)).filter((w): w is string => w !== null)
       },
     }
+  }
+
+  /**
+   * Resolves null once the worker says the reload `id` is in force. A worker that does not say
+   * so in time is replaced: its replacement starts on the committed files, so no worker keeps
+   * serving the old config. Resolves with a warning that says so.
+   */
+  private confirmCommit(state: WorkerState, id: number): Promise<string | null> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id)
+        const warning = `worker ${state.slot} (pid ${state.worker.process.pid}) did not confirm the reload in ${this.askTimeoutMs} ms; it is replaced by a worker started on the reloaded config`
+        this.log(warning)
+        this.replace(state.worker)
+        resolve(warning)
+      }, this.askTimeoutMs)
+      this.pending.set(id, (m) => {
+        if (m.type !== 'reload-committed') return
+        clearTimeout(timer)
+        this.pending.delete(id)
+        resolve(null)
+      })
+    })
+  }
+
+  /** Asks a worker to drain and exit (it is restarted); kills it if it has not gone in time. */
+  private replace(worker: Worker): void {
+    this.sendTo(worker, { type: 'drain' })
+    const kill = setTimeout(() => worker.process.kill('SIGKILL'), REPLACE_KILL_AFTER_MS)
+    kill.unref()
+    worker.once('exit', () => clearTimeout(kill))
   }
 
   reopenLogs(): void {

@@ -70,7 +70,9 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
         g.cache.purge(message.key)
         return
       case 'reload-prepare':
-        void reloads(g).prepare(message)
+        void reloads(g).prepare(message).then((result) => {
+          if (result.ok) send({ type: 'reload-committed', id: message.id })
+        })
         return
       case 'reload-commit':
         reloads(g).commit(message.id)

@@ -128,11 +128,38 @@ it('refuses a reload that one worker cannot prepare in time, and leaves the prim
   const after = await routes()
   expect(after.version).toBe(before.version + 1)
   expect(after.routes.map((r) => r.id)).toEqual(['all', 'new'])
-  // The answer comes once every worker has been told to commit, not once each has done so.
+  // The answer comes once every worker serves the new config.
   for (const w of workers) {
-    await waitFor(async () => (await through(w, port, '/new/x')).body === 'b:/new/x', 5000, `worker ${w.pid} on the new routes`)
+    expect(await through(w, port, '/new/x')).toEqual({ status: 200, body: 'b:/new/x' })
     expect(await through(w, newPort, '/new/y')).toEqual({ status: 200, body: 'b:/new/y' })
   }
+}, 60_000)
+
+it('replaces a worker that prepared a reload but does not confirm the commit, and says so in the answer', async () => {
+  const { config, configFile, port, workers, admin, routes, through } = await startScene()
+  const stuck = workers[1]
+  // Stopped the moment its "prepared" arrives: the primary's commit, sent after every answer is
+  // in, reaches a process that cannot act on it.
+  const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === stuck.pid)!
+  const stopWhenPrepared = (m: { type?: string }): void => {
+    if (m.type === 'reload-prepared') process.kill(stuck.pid, 'SIGSTOP')
+  }
+  worker.on('message', stopWhenPrepared)
+  writeFileSync(configFile, JSON.stringify({ ...config, routes: [...config.routes, { id: 'new', pathPrefix: '/new', upstream: 'b' }] }))
+  const reload = await admin('/reload', 'POST')
+  worker.off('message', stopWhenPrepared)
+  expect(reload.status).toBe(200)
+  const { warnings } = await reload.json() as { warnings?: string[] }
+  expect(warnings).toEqual([expect.stringMatching(new RegExp(`^worker 1 \\(pid ${stuck.pid}\\) did not confirm the reload in ${ASK_TIMEOUT_MS} ms; it is replaced`))])
+  expect((await routes()).routes.map((r) => r.id)).toEqual(['all', 'new'])
+
+  // Running again, it drains and leaves; its replacement starts on the reloaded config.
+  process.kill(stuck.pid, 'SIGCONT')
+  await once(worker, 'exit')
+  await waitFor(() => workers.length === 3, 15_000, 'a replacement worker')
+  const replacement = workers[2]
+  await waitFor(() => replacement.stderr().includes('listening on'), 15_000, 'the replacement to listen')
+  for (const w of [workers[0], replacement]) expect(await through(w, port, '/new/x', [stuck])).toEqual({ status: 200, body: 'b:/new/x' })
 }, 60_000)
 
 it('starts a worker that replaces a dead one on the config last reloaded, not on the file as it is now', async () => {
