@@ -485,7 +485,7 @@ export class LineEncoder {
 /** A non-negative duration in ms with three decimals, from integers (no float printing). */
 function putMillis(buf: Buffer, at: number, ms: number): number {
   const us = Math.round(ms * 1000)
-  if (!(us >= 0 && us < 2 ** 31)) return at + buf.write(Number.isFinite(us) ? String(us / 1000) : 'null', at, 'latin1')
+  if (!(us >= 0 && us < 2 ** 31)) return putNumber(buf, at, us / 1000)
   const frac = us % 1000
   at = putNumber(buf, at, (us - frac) / 1000)
   buf[at] = 0x2e // .

@@ -130,21 +130,34 @@ export class WorkerPool implements ClusterHooks {
     for (const { worker } of this.workers.values()) this.sendTo(worker, message)
   }
 
-  /** Asks every ready worker; answers arrive or time out. */
-  private ask<T extends ToPrimary>(make: (id: number) => ToWorker): Promise<Answer<T>[]> {
-    const asks = [...this.workers.values()].filter((s) => s.ready).map((state) => new Promise<Answer<T>>((resolve) => {
+  /** Asks every ready worker; answers of type `type` arrive or time out. */
+  private ask<T extends ToPrimary>(type: T['type'], make: (id: number) => ToWorker): Promise<Answer<T>[]> {
+    const asks = [...this.workers.values()].filter((s) => s.ready).map(async (state) => {
       const id = this.nextId++
-      const timer = setTimeout(() => { this.pending.delete(id); resolve({ state, id, answer: null }) }, this.askTimeoutMs)
-      this.pending.set(id, (m) => { clearTimeout(timer); this.pending.delete(id); resolve({ state, id, answer: m as T }) })
+      const answer = this.answerTo<T>(id, type)
       this.sendTo(state.worker, make(id))
-    }))
+      return { state, id, answer: await answer }
+    })
     return Promise.all(asks)
+  }
+
+  /** A worker's message of `type` under `id`; null when none comes within the ask timeout. */
+  private answerTo<T extends ToPrimary>(id: number, type: T['type']): Promise<T | null> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.pending.delete(id); resolve(null) }, this.askTimeoutMs)
+      this.pending.set(id, (m) => {
+        if (m.type !== type) return
+        clearTimeout(timer)
+        this.pending.delete(id)
+        resolve(m as T)
+      })
+    })
   }
 
   // ---- ClusterHooks -------------------------------------------------------------------
 
   async figures(): Promise<{ metrics: string[]; stats: Record<string, unknown>[] }> {
-    const answers = (await this.ask<ToPrimary & { type: 'figures' }>((id) => ({ type: 'figures', id }))).flatMap((a) => a.answer ?? [])
+    const answers = (await this.ask<ToPrimary & { type: 'figures' }>('figures', (id) => ({ type: 'figures', id }))).flatMap((a) => a.answer ?? [])
     return { metrics: answers.map((a) => a.metrics), stats: answers.map((a) => a.stats) }
   }
 
@@ -168,7 +181,7 @@ export class WorkerPool implements ClusterHooks {
     // A worker that lost the primary's word still lets go of what it bound, after twice the
     // time the primary waits for any answer.
     const giveUpMs = 2 * this.askTimeoutMs
-    const answers = await this.ask<ToPrimary & { type: 'reload-prepared' }>((id) => ({ type: 'reload-prepare', id, files: wire, giveUpMs }))
+    const answers = await this.ask<ToPrimary & { type: 'reload-prepared' }>('reload-prepared', (id) => ({ type: 'reload-prepare', id, files: wire, giveUpMs }))
     const issues: ConfigIssue[] = []
     for (const { state, answer } of answers) {
       const who = `worker ${state.slot} (pid ${state.worker.process.pid})`
@@ -196,22 +209,12 @@ export class WorkerPool implements ClusterHooks {
    * so in time is replaced: its replacement starts on the committed files, so no worker keeps
    * serving the old config. Resolves with a warning that says so.
    */
-  private confirmCommit(state: WorkerState, id: number): Promise<string | null> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id)
-        const warning = `worker ${state.slot} (pid ${state.worker.process.pid}) did not confirm the reload in ${this.askTimeoutMs} ms; it is replaced by a worker started on the reloaded config`
-        this.log(warning)
-        this.replace(state.worker)
-        resolve(warning)
-      }, this.askTimeoutMs)
-      this.pending.set(id, (m) => {
-        if (m.type !== 'reload-committed') return
-        clearTimeout(timer)
-        this.pending.delete(id)
-        resolve(null)
-      })
-    })
+  private async confirmCommit(state: WorkerState, id: number): Promise<string | null> {
+    if ((await this.answerTo(id, 'reload-committed')) !== null) return null
+    const warning = `worker ${state.slot} (pid ${state.worker.process.pid}) did not confirm the reload in ${this.askTimeoutMs} ms; it is replaced by a worker started on the reloaded config`
+    this.log(warning)
+    this.replace(state.worker)
+    return warning
   }
 
   /** Asks a worker to drain and exit (it is restarted); kills it if it has not gone in time. */
