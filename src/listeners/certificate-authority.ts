@@ -25,7 +25,10 @@ export interface CreateCertificatesOptions {
   readonly outDir: string
   /** Server certificate names: DNS names, wildcards ("*.ws.example.com"), IPv4 or IPv6 addresses. */
   readonly hosts: readonly string[]
-  /** Server certificate lifetime in days. Default 825 (the longest Apple platforms accept). */
+  /**
+   * Server certificate lifetime in days, from notBefore to notAfter. Default 825: Apple
+   * platforms (iOS 13, macOS 10.15 and later) refuse a TLS server certificate valid longer.
+   */
   readonly days?: number
 }
 
@@ -246,10 +249,11 @@ function serialNumber(): string {
   return bytes.toString('hex')
 }
 
+/** The lifetime counts from the backdated start: Apple's 825-day limit is notAfter - notBefore. */
 function setValidity(cert: forge.pki.Certificate, days: number): void {
-  const now = Date.now()
-  cert.validity.notBefore = new Date(now - BACKDATE_MS)
-  cert.validity.notAfter = new Date(now + days * 24 * 60 * 60 * 1000)
+  const notBefore = Date.now() - BACKDATE_MS
+  cert.validity.notBefore = new Date(notBefore)
+  cert.validity.notAfter = new Date(notBefore + days * 24 * 60 * 60 * 1000)
 }
 
 function lifetime(days: number | undefined): number {

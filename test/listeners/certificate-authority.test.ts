@@ -46,6 +46,14 @@ describe('createCertificates', () => {
     expect(parsed.siginfo.algorithmOid).toBe(forge.pki.oids.sha256WithRSAEncryption)
   })
 
+  it('is valid from an hour ago for 825 days at most, which Apple platforms accept', () => {
+    const from = Date.parse(cert.validFrom)
+    const to = Date.parse(cert.validTo)
+    expect(Date.now() - from).toBeGreaterThanOrEqual(59 * 60 * 1000)
+    expect(to - from).toBeLessThanOrEqual(825 * 24 * 60 * 60 * 1000)
+    expect(to - from).toBeGreaterThan(824 * 24 * 60 * 60 * 1000)
+  })
+
   it('writes the keys readable by the owner only', async () => {
     expect((await stat(files.key)).mode & 0o777).toBe(0o600)
     expect((await stat(files.caKey)).mode & 0o777).toBe(0o600)
