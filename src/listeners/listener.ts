@@ -10,7 +10,7 @@ import { gatewayEvent } from '../observability/channels.js'
 import { ClientConnection, type ListenerContext } from './client-connection.js'
 import type { Engine } from './engine.js'
 import { bindError } from './startup-error.js'
-import type { TlsContexts } from './tls-contexts.js'
+import { TLS_POLICY, type TlsContexts } from './tls-contexts.js'
 
 export class Listener {
   readonly ctx: ListenerContext
@@ -35,7 +35,7 @@ export class Listener {
       this.server = tls.createServer({
         allowHalfOpen: true,
         noDelay: true,
-        minVersion: 'TLSv1.2',
+        ...TLS_POLICY,
         ...contexts.defaultPem,
         // A handshake is a request head of sorts: same deadline (slowloris on TLS).
         handshakeTimeout: engine.settings.timeouts.headersMs,
@@ -77,7 +77,7 @@ export class Listener {
   setCertificates(contexts: TlsContexts): void {
     if (this.contexts === null) return
     this.contexts = contexts
-    ;(this.server as tls.Server).setSecureContext({ ...contexts.defaultPem, minVersion: 'TLSv1.2' })
+    ;(this.server as tls.Server).setSecureContext({ ...TLS_POLICY, ...contexts.defaultPem })
   }
 
   get tls(): boolean {

@@ -8,6 +8,23 @@ import tls from 'node:tls'
 import { readFromDisk, type FileReader } from '../config/file-snapshot.js'
 import type { TlsConfig } from '../config/types.js'
 
+/**
+ * What every HTTPS listener and SNI certificate offers: TLS 1.2 and 1.3 only, and with TLS 1.2
+ * only forward-secret AEAD suites (Mozilla's "intermediate" list, which Debian's HAProxy
+ * ships as its default; its DHE suites are left out, there are no DH parameters). Node's own
+ * default adds static-RSA and CBC suites (testssl.sh: "obsolete CBC ciphers", LUCKY13).
+ */
+export const TLS_POLICY = {
+  minVersion: 'TLSv1.2',
+  ciphers: [
+    'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_128_GCM_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+  honorCipherOrder: true,
+} as const satisfies tls.SecureContextOptions
+
 export interface CertificateIssue {
   path: string
   message: string
@@ -66,7 +83,7 @@ async function loadPair(certFile: string, keyFile: string, path: string, now: nu
   if (Date.parse(x509.validFrom) > now) return [{ path: `${path}.cert`, message: `${certFile} is not valid before ${x509.validFrom}` }]
   let context: tls.SecureContext
   try {
-    context = tls.createSecureContext({ cert: certPem, key: keyPem, minVersion: 'TLSv1.2' })
+    context = tls.createSecureContext({ ...TLS_POLICY, cert: certPem, key: keyPem })
   } catch (err) {
     return [{ path, message: `cannot use ${certFile}: ${(err as Error).message}` }]
   }
