@@ -3,7 +3,9 @@
 // payload (for limits.maxBodyBytes) and refuses anything malformed. Data bytes are skipped
 // by arithmetic, so the per-byte work is limited to size lines and trailers.
 
-const enum S { Size, SizeExt, SizeLf, Data, DataCr, DataLf, TrailerStart, Trailer, TrailerLf, FinalLf, Done }
+import { FIELD_VALUE, TOKEN } from './syntax.js'
+
+const enum S { Size, SizeExt, SizeLf, Data, DataCr, DataLf, TrailerStart, TrailerName, TrailerValue, TrailerLf, FinalLf, Done }
 
 const MAX_SIZE_DIGITS = 15
 const MAX_EXT_BYTES = 4096
@@ -18,7 +20,8 @@ export class ChunkedScanner {
   /** Set when the input is malformed; the scanner then refuses all further input. */
   error: string | null = null
 
-  constructor(private readonly maxTrailerBytes: number) {}
+  /** `noUnderscore` refuses "_" in trailer names, as request heads do (see request-head.ts). */
+  constructor(private readonly maxTrailerBytes: number, private readonly noUnderscore = false) {}
 
   get done(): boolean {
     return this.state === S.Done
@@ -88,13 +91,25 @@ export class ChunkedScanner {
         case S.TrailerStart: {
           const c = buf[i]
           if (c === 13) { this.state = S.FinalLf; break }
-          this.state = S.Trailer
+          // RFC 9112 section 7.1.2: trailers are field lines. Anything else (a line without a
+          // colon, obs-fold, an empty name, control characters) is refused as in a head: a
+          // request line taken for a "trailer" here is a request smuggled past any parser that
+          // ends the body differently.
+          if (TOKEN[c] === 0) return this.fail('a malformed trailer line')
+          this.state = S.TrailerName
           continue
         }
-        case S.Trailer: {
+        case S.TrailerName: {
+          const c = buf[i]
+          if (c === 0x3a /* : */) this.state = S.TrailerValue
+          else if (TOKEN[c] === 0 || (c === 0x5f && this.noUnderscore)) return this.fail('a malformed trailer field name')
+          if (++this.lineBytes > this.maxTrailerBytes) return this.fail('trailers too large')
+          break
+        }
+        case S.TrailerValue: {
           const c = buf[i]
           if (c === 13) this.state = S.TrailerLf
-          else if (c === 10 || c === 0 || c === 0x7f) return this.fail('a malformed trailer line')
+          else if (FIELD_VALUE[c] === 0) return this.fail('a control character in a trailer field')
           if (++this.lineBytes > this.maxTrailerBytes) return this.fail('trailers too large')
           break
         }

@@ -281,7 +281,7 @@ export class ClientConnection implements ResponseSink, Expirable {
       this.state = State.Body
       this.deadline = engine.sweeper.after(timeouts.responseMs)
       this.bodyRemaining = head.contentLength
-      this.scanner = head.chunked ? new ChunkedScanner(engine.settings.limits.maxHeaderBytes) : null
+      this.scanner = head.chunked ? new ChunkedScanner(engine.settings.limits.maxHeaderBytes, true) : null
       const pending = this.buf
       this.buf = null
       conn.socket.cork()
