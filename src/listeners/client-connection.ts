@@ -26,6 +26,8 @@ const READ_AHEAD_BYTES = 65536
 const MAX_CONNECT_ATTEMPTS = 3
 /** Response heads and first body chunks up to this size are sent as one buffer. */
 const COALESCE_BYTES = 16384
+/** ms a connection the gateway ended waits for the client's FIN before it is destroyed (lingering close). */
+const LINGER_MS = 5000
 
 export interface ListenerContext {
   readonly name: string
@@ -520,18 +522,15 @@ export class ClientConnection implements ResponseSink, Expirable {
       this.target!.release(conn)
     }
     this.resetExchange()
+    const engine = this.ctx.engine
     if (this.closeAfter || this.clientEnded) {
       this.state = State.Closed
       this.socket.end()
+      this.deadline = engine.sweeper.after(LINGER_MS) // a client that never closes its side
       return
     }
-    const engine = this.ctx.engine
     this.state = State.Head
     this.deadline = engine.sweeper.after(engine.settings.timeouts.keepAliveMs)
-    if (this.pausedForReadAhead) {
-      this.pausedForReadAhead = false
-      if (!this.pausedForUpstream) this.socket.resume()
-    }
     if (this.buf !== null) {
       this.deadline = engine.sweeper.after(engine.settings.timeouts.headersMs)
       this.readHead(null)
@@ -546,11 +545,12 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.scanner = null
     this.replayBody = null
     this.pendingHead = null
-    if (this.pausedForUpstream) {
-      // The request body filled the upstream socket, and the exchange ended before its drain
-      // (which now goes to no one): read the client again, or the next request never comes.
-      this.pausedForUpstream = false
-      if (!this.pausedForReadAhead) this.socket.resume()
+    if (this.pausedForUpstream || this.pausedForReadAhead) {
+      // Nothing waits for this exchange any more (an upstream drain would now go to no one):
+      // read the client again, or the next request never comes, and a connection that is
+      // closing never sees the client's FIN (and never goes).
+      this.pausedForUpstream = this.pausedForReadAhead = false
+      this.socket.resume()
     }
   }
 
@@ -615,7 +615,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.publishDone()
     this.resetExchange()
     this.state = State.Closed
-    this.deadline = this.ctx.engine.sweeper.after(5000) // lingering-close bound
+    this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
     this.socket.end(out)
   }
 
@@ -635,7 +635,7 @@ export class ClientConnection implements ResponseSink, Expirable {
         if (this.requests > 0 && this.buf === null) {
           this.state = State.Closed // an idle keep-alive connection: close quietly
           this.socket.end()
-          this.deadline = this.ctx.engine.sweeper.after(5000)
+          this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
         } else {
           this.fail(new GatewayError('request_timeout', `request head not complete in ${this.ctx.engine.settings.timeouts.headersMs} ms`))
         }
@@ -672,7 +672,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (this.idle) {
       this.state = State.Closed
       this.socket.end()
-      this.deadline = this.ctx.engine.sweeper.after(5000)
+      this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
     }
   }
 
