@@ -42,14 +42,27 @@ export function reasonPhrase(status: number): string {
   return REASONS[status] ?? 'Error'
 }
 
+export interface ErrorRequest {
+  /** The client's Accept header: API clients asking for JSON get a JSON body. */
+  readonly accept: string | null
+  /** An upstream's maintenance page, served as a 503 to browsers when it cannot answer. */
+  readonly errorPage: string | null
+  /** A HEAD request: the head says what the body would be, and no body follows. */
+  readonly head: boolean
+}
+
+const NO_REQUEST: ErrorRequest = { accept: null, errorPage: null, head: false }
+
 /**
  * The gateway's own response, as the bytes written to the client. `close` adds
  * `Connection: close` (every framing error ends the connection: after one, the byte stream
- * can no longer be trusted, RFC 9112 section 11.2). `accept` is the client's Accept header:
- * API clients asking for JSON get a JSON body. `errorPage` (an upstream's maintenance page)
- * is served as a 503 to browsers when that upstream cannot answer, as HAProxy's errorfile did.
+ * can no longer be trusted, RFC 9112 section 11.2). `request` is what the client asked, when
+ * its head was read: the error page stands in for an upstream as HAProxy's errorfile did, and
+ * an answer to HEAD has no body (RFC 9110 section 9.3.2: a client would read one as the start
+ * of the next response).
  */
-export function renderError(err: GatewayError, close: boolean, accept: string | null = null, errorPage: string | null = null): Buffer {
+export function renderError(err: GatewayError, close: boolean, request: ErrorRequest = NO_REQUEST): Buffer {
+  const { accept, errorPage } = request
   let status = err.statusCode
   let type = 'text/plain; charset=utf-8'
   let body: string
@@ -69,5 +82,5 @@ export function renderError(err: GatewayError, close: boolean, accept: string | 
     'cache-control: no-store\r\n' +
     `content-length: ${Buffer.byteLength(body)}\r\n` +
     (close ? 'connection: close\r\n' : '') +
-    '\r\n' + body, 'utf8')
+    '\r\n' + (request.head ? '' : body), 'utf8')
 }

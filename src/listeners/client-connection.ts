@@ -607,10 +607,13 @@ export class ClientConnection implements ResponseSink, Expirable {
       return
     }
     this.status = err.statusCode
-    if (this.head === null) {
-      this.startedAt = performance.now()
-    }
-    const out = renderError(err, true, this.head === null ? null : headerValue(this.head, 'accept'), this.dest?.errorPage ?? null)
+    const head = this.head
+    if (head === null) this.startedAt = performance.now()
+    const out = head === null ? renderError(err, true) : renderError(err, true, {
+      accept: headerValue(head, 'accept'),
+      errorPage: this.dest?.errorPage ?? null,
+      head: head.method === 'HEAD',
+    })
     this.bytesOut += out.length
     this.publishDone()
     this.resetExchange()
