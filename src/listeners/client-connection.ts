@@ -368,8 +368,10 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.status = head.status
     this.resStarted = true
     // A body that runs to close, a request body still coming, a refused upgrade (relayed as
-    // is, then both sides close), or shutdown: this is the connection's last response.
-    if (head.untilClose || !this.reqDone || this.ctx.engine.draining || this.head!.websocket) {
+    // is, then both sides close), or shutdown: this is the connection's last response. An
+    // HTTP/1.0 request went upstream with Connection: close, so nothing more may follow it on
+    // that connection either, whatever the upstream answered (RFC 9112 section 9.6).
+    if (head.untilClose || !this.reqDone || this.ctx.engine.draining || this.head!.websocket || this.head!.minor === 0) {
       this.closeAfter = true
       this.upstream!.reusable = false
     }
