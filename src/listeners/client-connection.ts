@@ -278,7 +278,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (this.replayBody !== null) {
       // A retry after a connect failure: the whole body was kept, send it again.
       this.state = State.Waiting
-      conn.send(this, this.upstreamHead, this.replayBody, bodyless, false, timeouts.responseMs, engine.sweeper.now)
+      conn.send(this, this.upstreamHead, this.replayBody, bodyless, false, timeouts.responseMs, true)
     } else if (head.hasBody) {
       this.state = State.Body
       this.deadline = engine.sweeper.after(timeouts.responseMs)
@@ -287,7 +287,7 @@ export class ClientConnection implements ResponseSink, Expirable {
       const pending = this.buf
       this.buf = null
       conn.socket.cork()
-      conn.send(this, this.upstreamHead, null, bodyless, false, timeouts.responseMs, engine.sweeper.now)
+      conn.send(this, this.upstreamHead, null, bodyless, false, timeouts.responseMs, false)
       if (pending !== null) this.forwardBody(pending, 0)
       conn.socket.uncork()
       // A body that came whole with the head is kept until the upstream is known to be
@@ -298,7 +298,7 @@ export class ClientConnection implements ResponseSink, Expirable {
       }
     } else {
       this.state = State.Waiting
-      conn.send(this, this.upstreamHead, null, bodyless, head.websocket, timeouts.responseMs, engine.sweeper.now)
+      conn.send(this, this.upstreamHead, null, bodyless, head.websocket, timeouts.responseMs, true)
     }
     if (this.pausedForReadAhead && this.state === State.Body) {
       this.pausedForReadAhead = false
@@ -334,6 +334,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.reqDone = true
     this.state = State.Waiting
     this.deadline = 0
+    conn.bodySent()
   }
 
   private writeUpstream(conn: UpstreamConnection, chunk: Buffer): void {
@@ -505,7 +506,7 @@ export class ClientConnection implements ResponseSink, Expirable {
       const conn = target.acquireFresh()
       this.upstream = conn
       const t = this.ctx.engine.settings.timeouts
-      conn.send(this, this.upstreamHead, null, head.method === 'HEAD', head.websocket, t.responseMs, this.ctx.engine.sweeper.now)
+      conn.send(this, this.upstreamHead, null, head.method === 'HEAD', head.websocket, t.responseMs, true)
       return
     }
     this.fail(err)
@@ -646,7 +647,9 @@ export class ClientConnection implements ResponseSink, Expirable {
         }
         return
       case State.Body:
-        this.fail(new GatewayError('request_timeout', 'the request body stalled'))
+        // Body bytes wait for the upstream to take them: the stall is the upstream's.
+        if (this.pausedForUpstream) this.fail(new GatewayError('upstream_timeout', `${this.target!.key} took none of the request body for ${this.ctx.engine.settings.timeouts.responseMs} ms`))
+        else this.fail(new GatewayError('request_timeout', 'the request body stalled'))
         return
       case State.Closed:
         this.socket.destroy() // a peer that never read our final answer

@@ -61,6 +61,8 @@ export class UpstreamConnection implements Expirable {
   private scanner: ChunkedScanner | null = null
   private untilClose = false
   private responseTimeoutMs = 0
+  /** False while the request body is still going out: the response clock has not started. */
+  private requestSent = true
 
   constructor(readonly target: Target, connectDeadline: number) {
     this.socket = net.connect({ host: target.host, port: target.port, noDelay: true })
@@ -84,8 +86,10 @@ export class UpstreamConnection implements Expirable {
   /**
    * Starts an exchange: writes the request head (and the first body bytes, when given).
    * Writes made before the socket connects are queued by node and flushed on connect.
+   * `requestSent`: nothing more of the request follows; otherwise the rest of its body does,
+   * and `bodySent` is called after it.
    */
-  send(sink: ResponseSink, head: string, body: Buffer | null, bodyless: boolean, upgrade: boolean, responseTimeoutMs: number, now: number): boolean {
+  send(sink: ResponseSink, head: string, body: Buffer | null, bodyless: boolean, upgrade: boolean, responseTimeoutMs: number, requestSent: boolean): boolean {
     this.sink = sink
     this.bodyless = bodyless
     this.expectUpgrade = upgrade
@@ -93,9 +97,10 @@ export class UpstreamConnection implements Expirable {
     this.interims = 0
     this.reusable = false
     this.responseTimeoutMs = responseTimeoutMs
+    this.requestSent = requestSent
     if (this.state !== State.Connecting) {
       this.state = State.AwaitHead
-      this.deadline = now + responseTimeoutMs
+      this.deadline = requestSent ? Date.now() + responseTimeoutMs : 0
     }
     const s = this.socket
     if (body === null || body.length === 0) return s.write(head, 'latin1')
@@ -120,6 +125,17 @@ export class UpstreamConnection implements Expirable {
   /** More request body. Returns false when the socket buffer is full (wait for drain). */
   write(chunk: Buffer): boolean {
     return this.socket.write(chunk)
+  }
+
+  /**
+   * The request body is through: the upstream has responseTimeoutMs from now to start its
+   * answer. An upload may take longer than that; while it flows, the client's body deadline
+   * is the one that runs (HAProxy's "timeout server" also counts only while the server owes
+   * something).
+   */
+  bodySent(): void {
+    this.requestSent = true
+    if (this.state === State.AwaitHead) this.deadline = Date.now() + this.responseTimeoutMs
   }
 
   /** Leaves the pool's idle list to serve a request; the caller then calls `send`. */
@@ -199,7 +215,7 @@ export class UpstreamConnection implements Expirable {
     this.target.markUp()
     if (this.sink !== null) {
       this.state = State.AwaitHead
-      this.deadline = Date.now() + this.responseTimeoutMs
+      this.deadline = this.requestSent ? Date.now() + this.responseTimeoutMs : 0
     } else {
       this.state = State.Idle
       this.deadline = 0

@@ -188,6 +188,20 @@ describe('unreachable, resetting and silent upstreams', () => {
     await within(up.connections[0].closedPromise, 1000, 'the silent upstream connection to close')
   })
 
+  it('answers 504 upstream_timeout when the upstream stops reading an upload for timeouts.responseMs', async () => {
+    const responseMs = 300
+    const size = 48 * 1024 * 1024 // more than every socket buffer on the way can hold
+    const { port, up } = await setup(() => {}, { timeouts: { responseMs }, limits: { maxBodyBytes: size } })
+    up.events.on('head', (req) => req.conn.socket.pause())
+    const client = scope.client(port)
+    client.socket.write(`POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: ${size}\r\n\r\n`)
+    client.socket.write(Buffer.alloc(size, 0x61))
+    const raw = await client.waitFor(/\r\n\r\n/, 10_000)
+    expectError(raw, 504, 'upstream_timeout')
+    up.connections[0].socket.resume() // a paused socket learns of the gateway's reset only by reading
+    await within(up.connections[0].closedPromise, 1000, 'the upstream connection to close')
+  })
+
   it('answers 504 upstream_timeout when the upstream stops in the middle of a response head', async () => {
     const responseMs = 300
     const { port } = await setup((_req, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Le'), { timeouts: { responseMs } })
