@@ -22,6 +22,7 @@ const MAX_RESPONSE_HEADERS = 256
  */
 export const MAX_INTERIM_RESPONSES = 16
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
+const EMPTY = Buffer.alloc(0)
 
 export interface ResponseSink {
   /** A 1xx interim response (100 Continue, 103 Early Hints); the final one follows. */
@@ -65,7 +66,9 @@ export class UpstreamConnection implements Expirable {
   private requestSent = true
 
   constructor(readonly target: Target, connectDeadline: number) {
-    this.socket = net.connect({ host: target.host, port: target.port, noDelay: true })
+    // Half-open, so that an end can be checked for a reset (onEnd); every path that sees the
+    // end destroys the socket itself.
+    this.socket = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true })
     this.deadline = connectDeadline
     this.socket.on('connect', () => this.onConnect())
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -148,6 +151,7 @@ export class UpstreamConnection implements Expirable {
     this.state = State.Upgraded
     this.deadline = 0
     this.sink = null
+    this.socket.allowHalfOpen = false // the tunnel passes a FIN on and closes both (tunnel.ts)
     this.socket.removeAllListeners('data')
     this.socket.removeAllListeners('end')
     this.socket.removeAllListeners('drain')
@@ -399,11 +403,24 @@ export class UpstreamConnection implements Expirable {
 
   private onEnd(): void {
     if (this.state === State.Body && this.untilClose) {
-      this.state = State.Idle
-      this.reusable = false
-      this.finish()
+      // A body that runs to close is whole only if the upstream closed, not if it reset. But
+      // libuv reports a reset that arrives right behind the last bytes as a clean end
+      // (uv__stream_io takes POLLHUP after a partial read for EOF), and the body would pass
+      // for complete. An empty write tells them apart: it fails on a reset connection (which
+      // then errors: onError aborts the client).
+      this.socket.write(EMPTY, (err) => { if (err == null) this.closedAfterBody() })
+      return
     }
     this.fail(new GatewayError('upstream_reset', `${this.target.key} closed the connection mid-response`), this.reused && this.bytesThisExchange === 0)
+  }
+
+  /** The upstream closed (FIN, not reset) at the end of a body that runs to close. */
+  private closedAfterBody(): void {
+    if (this.state !== State.Body) return // failed meanwhile (timed out, or the client left)
+    this.state = State.Idle
+    this.reusable = false
+    this.finish()
+    this.destroy()
   }
 
   private onError(err: NodeJS.ErrnoException): void {
