@@ -67,7 +67,10 @@ export const DEFAULTS: GatewayConfig = deepFreeze({
     connectMs: 10_000,
     /** ms for a client to send the complete request head. */
     headersMs: 10_000,
-    /** ms for an upstream to start its response. */
+    /**
+     * ms for an upstream to start its response, from the end of the request body; also how
+     * long a request body or a response body may stall.
+     */
     responseMs: 60_000,
     /** ms a websocket tunnel may sit idle (agents send no pings; the old proxies used 1 h). */
     tunnelIdleMs: 3_600_000,

@@ -26,7 +26,7 @@ const READ_AHEAD_BYTES = 65536
 const MAX_CONNECT_ATTEMPTS = 3
 /** Response heads and first body chunks up to this size are sent as one buffer. */
 const COALESCE_BYTES = 16384
-/** ms a connection the gateway ended waits for the client's FIN before it is destroyed (lingering close). */
+/** ms a connection the gateway ended waits for the client's FIN (lingering close). */
 const LINGER_MS = 5000
 
 export interface ListenerContext {
