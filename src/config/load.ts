@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { applyDefaults, deepFreeze } from './defaults.js'
 import { readFromDisk, type FileReader } from './file-snapshot.js'
-import { parseJson } from './parse-json.js'
+import { parseJsonBytes } from './parse-json.js'
 import type { ConfigIssue, GatewayConfig } from './types.js'
 import { validateConfig } from './validate.js'
 
@@ -46,15 +46,15 @@ export function resolveConfigPath(flag?: string, env: NodeJS.ProcessEnv = proces
  */
 export async function loadConfigFile(file: string, read: FileReader = readFromDisk): Promise<LoadedConfig> {
   const absolute = resolve(file)
-  let text: string
+  let bytes: Buffer
   try {
-    text = (await read(absolute)).toString('utf8')
+    bytes = await read(absolute)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message
     throw new ConfigError(absolute, [{ path: '', message: `cannot read the config file: ${reason}` }])
   }
-  const parsed = parseJson(text)
+  const parsed = parseJsonBytes(bytes)
   if (!parsed.ok) throw new ConfigError(absolute, [parsed.issue])
   const baseDir = dirname(absolute)
   const result = parseConfig(parsed.value, baseDir)

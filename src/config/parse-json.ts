@@ -1,12 +1,50 @@
-// A strict JSON (RFC 8259) parser for config files. JSON.parse is not enough here: on Node 20
-// its errors often carry no position ("Unexpected token '}', ... is not valid JSON"), and it
-// silently keeps the last of two duplicate keys, so a config with `"port"` written twice
-// would run on whichever came last. Both become errors that name the line and column.
+// A strict JSON (RFC 8259) parser for config files and the admin API's bodies. JSON.parse is
+// not enough here: on Node 20 its errors often carry no position ("Unexpected token '}', ...
+// is not valid JSON"), and it silently keeps the last of two duplicate keys, so a config with
+// `"port"` written twice would run on whichever came last. Both become errors that name the
+// line and column, as do bytes that are not UTF-8 (decoding would put U+FFFD in a value the
+// operator never wrote), numbers a double cannot hold (1e400 would read as Infinity and be
+// reported as `null`), and nesting deeper than any config or body has (this parser recurses).
 
+import { isUtf8 } from 'node:buffer'
 import type { ConfigIssue } from './types.js'
 import { joinPath } from './validate.js'
 
 export type ParsedJson = { ok: true; value: unknown } | { ok: false; issue: ConfigIssue }
+
+/** Deepest nesting of objects and arrays accepted; a config needs 5. */
+const MAX_DEPTH = 256
+
+/** `bytes` as JSON text: UTF-8 (RFC 8259 section 8.1) or an issue naming the first bad byte. */
+export function parseJsonBytes(bytes: Uint8Array): ParsedJson {
+  if (!isUtf8(bytes)) {
+    const at = firstInvalidUtf8(bytes)
+    let line = 1
+    let lineStart = 0
+    for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) { line++; lineStart = i + 1 }
+    const byte = bytes[at].toString(16).padStart(2, '0')
+    return { ok: false, issue: { path: '', message: `invalid JSON at line ${line}, column ${at - lineStart + 1}: byte 0x${byte} is not UTF-8 text` } }
+  }
+  return parseJson(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+}
+
+/** Offset of the first byte that does not start a well-formed UTF-8 sequence (Unicode 15, table 3-7); -1: none. */
+function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length;) {
+    const c = b[i]
+    const more = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1
+    if (more < 0) return i
+    // The second byte's range excludes overlong forms, surrogates and code points past U+10FFFF.
+    const low = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80
+    const high = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf
+    for (let k = 1; k <= more; k++) {
+      const d = b[i + k]
+      if (d === undefined || d < (k === 1 ? low : 0x80) || d > (k === 1 ? high : 0xbf)) return i
+    }
+    i += more + 1
+  }
+  return -1
+}
 
 export function parseJson(text: string): ParsedJson {
   const parser = new Parser(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text)
@@ -32,13 +70,19 @@ const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y
 
 class Parser {
   pos = 0
+  private depth = 0
   constructor(readonly text: string) {}
 
   value(path: string): unknown {
     const c = this.text[this.pos]
     switch (c) {
-      case '{': return this.object(path)
-      case '[': return this.array(path)
+      case '{':
+      case '[': {
+        if (++this.depth > MAX_DEPTH) this.fail(`nested deeper than ${MAX_DEPTH} levels`)
+        const value = c === '{' ? this.object(path) : this.array(path)
+        this.depth--
+        return value
+      }
       case '"': return this.string()
       case 't': return this.literal('true', true)
       case 'f': return this.literal('false', false)
@@ -145,8 +189,10 @@ class Parser {
     NUMBER.lastIndex = this.pos
     const match = NUMBER.exec(this.text)
     if (!match) return this.fail('invalid number')
+    const n = Number(match[0])
+    if (!Number.isFinite(n)) this.fail(`number ${match[0]} is out of range`)
     this.pos += match[0].length
-    return Number(match[0])
+    return n
   }
 
   literal<T>(word: string, value: T): T {

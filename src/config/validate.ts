@@ -590,7 +590,14 @@ function report(ctx: Context, path: string, message: string): void {
 /** The bad value as the user wrote it: JSON, shortened. */
 function show(value: unknown): string {
   if (value === undefined) return 'nothing'
-  const text = JSON.stringify(value)
+  let text: string
+  try {
+    text = JSON.stringify(value)
+  } catch {
+    // Nested deeper than JSON.stringify's stack (a state file or a value built in code can be;
+    // parse-json.ts bounds what files and admin bodies hold): the problem must still be told.
+    text = Array.isArray(value) ? '[...]' : '{...}'
+  }
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
 }
 
