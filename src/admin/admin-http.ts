@@ -3,6 +3,7 @@
 // so the CLI and scripts print them the same way whatever went wrong.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { parseJsonBytes } from '../config/parse-json.js'
 import type { ConfigIssue } from '../config/types.js'
 import { readBody as readAnyBody, sendErrors, sendJson, sendText } from '../control-http.js'
 
@@ -33,16 +34,20 @@ export async function readJson(req: IncomingMessage, limit: number, options: { o
   // Any content type is read as JSON: `curl -d` sends form-urlencoded, and the bearer token,
   // not the content type, is what keeps cross-origin browser requests out.
   const body = await readBody(req, limit)
-  const text = body.toString('utf8').trim()
-  if (text === '') {
+  if (body.every(isJsonSpace)) {
     if (options.optional) return undefined
     throw new BodyError(400, { path: '', message: 'the request body is empty; a JSON document is required' })
   }
-  try {
-    return JSON.parse(text) as unknown
-  } catch (err) {
-    throw new BodyError(400, { path: '', message: `the request body is not valid JSON: ${(err as Error).message}` })
-  }
+  // The config file's parser: UTF-8 only, duplicate keys refused (JSON.parse keeps the last one
+  // silently), and line and column in every syntax error.
+  const parsed = parseJsonBytes(body)
+  if (!parsed.ok) throw new BodyError(400, { path: parsed.issue.path, message: parsed.issue.message.replace(/^invalid JSON/, 'the request body is not valid JSON') })
+  return parsed.value
+}
+
+/** RFC 8259 section 2 whitespace. */
+function isJsonSpace(byte: number): boolean {
+  return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09
 }
 
 /** Answers a failed body read; a 413 closes the connection (the unread rest would be taken for the next request). */

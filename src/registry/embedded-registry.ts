@@ -10,6 +10,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { RegistryEvent, RegistrySnapshot, RegistrySource, RegistrySourceState } from './registry-source.js'
+import { parseJsonBytes } from '../config/parse-json.js'
 import { readBody, sendErrors, sendJson } from '../control-http.js'
 import { RegistryStore } from './registry-store.js'
 import { keyProblem, parseServerEntry } from './server-entry.js'
@@ -203,10 +204,7 @@ export class EmbeddedRegistry implements RegistrySource {
         this.handlePut(req, res, key).catch((err: unknown) => sendFailure(res, err))
         break
       case 'DELETE':
-        this.delete(key).then((found) => {
-          if (found) sendJson(res, 200, { deleted: key, version: this.version })
-          else sendErrors(res, 404, [{ path: 'key', message: `no server with key ${key}` }])
-        }, (err: unknown) => sendFailure(res, err))
+        this.handleDelete(req, res, key).catch((err: unknown) => sendFailure(res, err))
         break
       default:
         methodNotAllowed(res, 'GET, HEAD, PUT, DELETE')
@@ -229,13 +227,13 @@ export class EmbeddedRegistry implements RegistrySource {
       sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
       return
     }
-    let value: unknown
-    try {
-      value = JSON.parse(body.toString('utf8'))
-    } catch {
-      sendErrors(res, 400, [{ path: '$', message: 'is not valid JSON' }])
+    // The admin API's JSON reader: UTF-8 only, no duplicate keys, positions in errors.
+    const parsed = parseJsonBytes(body)
+    if (!parsed.ok) {
+      sendErrors(res, 400, [{ path: parsed.issue.path || '$', message: parsed.issue.message }])
       return
     }
+    let value = parsed.value
     if (typeof value === 'object' && value !== null && !Array.isArray(value) && (value as { key?: unknown }).key === undefined) {
       value = { ...value, key }
     }
@@ -255,6 +253,17 @@ export class EmbeddedRegistry implements RegistrySource {
     }
     const stored = await this.put(entry)
     sendJson(res, 200, stored.entry)
+  }
+
+  private async handleDelete(req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
+    // Whatever body comes is ignored, but it must come whole before anything changes: a request
+    // cut short gets an error, and must not have deleted anything.
+    if (await readBody(req, this.maxBodyBytes) === null) {
+      sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
+      return
+    }
+    if (await this.delete(key)) sendJson(res, 200, { deleted: key, version: this.version })
+    else sendErrors(res, 404, [{ path: 'key', message: `no server with key ${key}` }])
   }
 
   private serveEvents(req: IncomingMessage, res: ServerResponse, search: URLSearchParams): void {
