@@ -6,11 +6,12 @@
 // `If-Match` check and the change it guards can never interleave with another change.
 
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Gateway, ReloadResult } from '../gateway.js'
 import { bindError } from '../listeners/startup-error.js'
 import { adminHostNames, TokenCheck } from './admin-auth.js'
-import { readJson, sendBodyError, sendErrors, sendJson, sendText } from './admin-http.js'
+import { readBody, readJson, sendBodyError, sendErrors, sendJson, sendText } from './admin-http.js'
 import type { AdminToken } from './admin-token.js'
 import { RoutesApi } from './routes-api.js'
 
@@ -23,13 +24,17 @@ export class AdminServer {
   private hosts = new Set<string>()
   private changes: Promise<unknown> = Promise.resolve()
   private readonly routesApi: RoutesApi
+  /** The exchange each connection is answering (node's parser errors name only the socket). */
+  private readonly answering = new WeakMap<Duplex, { req: http.IncomingMessage; res: http.ServerResponse }>()
 
   private constructor(private readonly gateway: Gateway, token: AdminToken) {
     this.tokenCheck = new TokenCheck(token.token)
     this.routesApi = new RoutesApi(gateway, (fn) => this.serialize(fn))
-    this.server = http.createServer((req, res) => this.handle(req, res))
+    // No Host is the Host gate's to refuse (403, in the API's error shape), not node's bare 400.
+    this.server = http.createServer({ requireHostHeader: false }, (req, res) => this.handle(req, res))
     this.server.headersTimeout = 10_000
     this.server.requestTimeout = 30_000
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.refuseMalformed(err, socket))
   }
 
   static async start(gateway: Gateway, token: AdminToken): Promise<AdminServer> {
@@ -68,12 +73,43 @@ export class AdminServer {
     return run
   }
 
+  /**
+   * Bytes node's HTTP parser refused (both Content-Length and chunked, a bad chunk, a body cut
+   * short, a head over 16 KiB). Node would answer a bare 400 and drop any answer in progress;
+   * here the error has the API's one shape, and a request that had arrived whole before the bad
+   * bytes (pipelined junk, a body sent without framing) still gets its own answer, then the
+   * connection closes: an answer of 400 to a request whose change was made misleads its client.
+   */
+  private refuseMalformed(err: NodeJS.ErrnoException, duplex: Duplex): void {
+    const socket = duplex as Socket
+    const current = this.answering.get(socket)
+    if (current !== undefined && current.req.complete) {
+      current.res.shouldKeepAlive = false
+      current.res.once('finish', () => socket.destroySoon())
+      current.res.once('close', () => socket.destroy())
+      return
+    }
+    if (socket.writable && current?.res.headersSent !== true) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      const reason = (err as { reason?: string }).reason ?? err.message
+      const body = `${JSON.stringify({ errors: [{ path: '', message: `the request is not valid HTTP/1.1: ${reason} (${err.code ?? 'error'})` }] })}\n`
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`)
+      socket.destroySoon()
+      return
+    }
+    socket.destroy()
+  }
+
   close(): Promise<void> {
     this.server.closeAllConnections()
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const exchange = { req, res }
+    this.answering.set(req.socket, exchange)
+    res.on('finish', () => { if (this.answering.get(req.socket) === exchange) this.answering.delete(req.socket) })
     let url: URL
     try {
       url = new URL(req.url ?? '/', 'http://admin')
@@ -128,6 +164,13 @@ export class AdminServer {
         return
       case '/reload':
         if (allow(req, res, 'POST')) {
+          // The body is ignored, but it must come whole first (see RoutesApi.deleteOne).
+          try {
+            await readBody(req, SMALL_BODY_BYTES)
+          } catch (err) {
+            sendBodyError(res, err)
+            return
+          }
           const result = await this.reload()
           if (result.ok) sendJson(res, 200, { ok: true, version: this.gateway.version, ...(result.warnings ? { warnings: result.warnings } : {}) })
           else sendErrors(res, 400, result.errors ?? [])
