@@ -9,7 +9,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ConfigIssue, RouteConfig } from '../config/types.js'
 import type { Gateway } from '../gateway.js'
 import { checkAdminRoutes } from './admin-routes.js'
-import { readJson, sendBodyError, sendErrors, sendJson } from './admin-http.js'
+import { joinPath } from '../config/validate.js'
+import { readBody, readJson, sendBodyError, sendErrors, sendJson } from './admin-http.js'
 
 /** Largest `PUT /routes` body (a few thousand routes), bytes. */
 const ROUTES_BODY_BYTES = 4 * 1024 * 1024
@@ -95,7 +96,7 @@ export class RoutesApi {
     }
     const extra = Object.keys(body).filter((k) => k !== 'routes')
     if (extra.length > 0) {
-      sendErrors(res, 400, extra.map((k) => ({ path: k, message: `unknown key ${JSON.stringify(k)} (the body is {"routes": [...]})` })))
+      sendErrors(res, 400, extra.map((k) => ({ path: joinPath('', k), message: `unknown key ${JSON.stringify(k)} (the body is {"routes": [...]})` })))
       return
     }
     await this.change(req, res, 200, () => {
@@ -126,19 +127,29 @@ export class RoutesApi {
     let created = false
     await this.change(req, res, () => created ? 201 : 200, (current) => {
       this.refuseConfigRoute(id, 'replaced')
-      const list: unknown[] = current.slice()
       const at = current.findIndex((r) => r.id === id)
       created = at < 0
-      const index = created ? list.length : at
-      list[index] = route
-      const checked = checkAdminRoutes(list, 'routes', this.gateway.config)
-      if ('errors' in checked) throw new Refusal(400, checked.errors.map((e) => relativeTo(e, `routes[${index}]`)))
-      return checked.routes
+      // Checked with this route last, so that a clash with another route is reported on this
+      // one (the body), not on the other; then put back in its place.
+      const others = current.filter((r) => r.id !== id)
+      const checked = checkAdminRoutes([...others, route], 'routes', this.gateway.config)
+      if ('errors' in checked) throw new Refusal(400, checked.errors.map((e) => relativeTo(e, `routes[${others.length}]`)))
+      const routes = checked.routes.slice(0, -1)
+      routes.splice(created ? routes.length : at, 0, checked.routes[others.length])
+      return routes
     })
   }
 
   /** DELETE /routes/{id}: admin routes only. */
   private async deleteOne(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+    // Whatever body comes is ignored, but it must come whole first: a request cut short is
+    // answered 400, and a change made for it anyway would be one its client was told failed.
+    try {
+      await readBody(req, ROUTE_BODY_BYTES)
+    } catch (err) {
+      sendBodyError(res, err)
+      return
+    }
     await this.change(req, res, 200, (current) => {
       this.refuseConfigRoute(id, 'deleted')
       if (!current.some((r) => r.id === id)) throw new Refusal(404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])
@@ -194,10 +205,11 @@ function matchesVersion(header: string, version: number): boolean {
   })
 }
 
-/** `routes[3].targets[0]` -> `targets[0]` for the route a single-route call is about. */
+/** `routes[3].targets[0]` -> `targets[0]` (`routes[3]["odd key"]` -> `["odd key"]`) for the route a single-route call is about. */
 function relativeTo(issue: ConfigIssue, prefix: string): ConfigIssue {
   if (issue.path === prefix) return { path: '', message: issue.message }
   if (issue.path.startsWith(`${prefix}.`)) return { path: issue.path.slice(prefix.length + 1), message: issue.message }
+  if (issue.path.startsWith(`${prefix}[`)) return { path: issue.path.slice(prefix.length), message: issue.message }
   return issue
 }
 

@@ -396,8 +396,10 @@ function checkRouteSet(routes: unknown, path: string, upstreamNames: ReadonlySet
       const first = matches.get(key)
       if (first === undefined) matches.set(key, i)
       else {
-        report(ctx, `${routePath}.pathPrefix`, `${path}[${first}] already matches host ${show(host)} and path prefix ` +
-          `${show(prefix)}, so this route would never be used`)
+        // Named by id too: for `PUT /routes/{id}` the index is into a list its caller never sent.
+        const other = routes[first] as Record<string, unknown>
+        report(ctx, `${routePath}.pathPrefix`, `${path}[${first}]${typeof other.id === 'string' ? ` (${show(other.id)})` : ''} already matches host ` +
+          `${show(host)} and path prefix ${show(prefix)}, so this route would never be used`)
       }
     }
   })
