@@ -23,6 +23,13 @@ export interface RegistryClientOptions {
   readonly headersTimeoutMs?: number
   /** Longest silence between body chunks of a lookup or list, ms. Default 3000. */
   readonly bodyTimeoutMs?: number
+  /**
+   * Longest a lookup may take in all, waiting for a free connection included, ms. Default: the
+   * connect, headers and body timeouts added up (8000). The others bound silences only: a
+   * master that sends a byte every second would hold a lookup, and every request waiting on
+   * it, until the 64 KiB answer bound, hours later.
+   */
+  readonly lookupTimeoutMs?: number
   /** Longest silence on the event stream before it is dropped and resumed, ms. Default 60000 (keepalives come every 15 s). */
   readonly eventIdleTimeoutMs?: number
   /** Reconnect backoff bounds, ms (exponential, full jitter). Default 100 and 10000. */
@@ -47,6 +54,7 @@ export class RegistryClient implements RegistrySource {
   private readonly eventIdleTimeoutMs: number
   private readonly backoffMinMs: number
   private readonly backoffMaxMs: number
+  private readonly lookupTimeoutMs: number
   private readonly maxEntryBytes: number
   private readonly maxListBytes: number
   private readonly maxLineLength: number
@@ -88,6 +96,8 @@ export class RegistryClient implements RegistrySource {
     this.eventIdleTimeoutMs = options.eventIdleTimeoutMs ?? 60_000
     this.backoffMinMs = options.backoffMinMs ?? 100
     this.backoffMaxMs = options.backoffMaxMs ?? 10_000
+    this.lookupTimeoutMs = options.lookupTimeoutMs ??
+      (options.connectTimeoutMs ?? 2000) + (options.headersTimeoutMs ?? 3000) + (options.bodyTimeoutMs ?? 3000)
     this.maxEntryBytes = options.maxEntryBytes ?? 64 * 1024
     this.maxListBytes = options.maxListBytes ?? 64 * 1024 * 1024
     this.maxLineLength = options.maxLineLength ?? 64 * 1024
@@ -103,23 +113,39 @@ export class RegistryClient implements RegistrySource {
   async lookup(key: string): Promise<ServerEntry | null> {
     const problem = keyProblem(key)
     if (problem !== null) throw new RegistryError(`key ${JSON.stringify(key)} ${problem}`)
+    const deadline = new AbortController()
+    const timer = setTimeout(() => deadline.abort(), this.lookupTimeoutMs)
     try {
-      const res = await this.request(`${this.basePath}/servers/${encodeURIComponent(key)}`)
-      if (res.statusCode === 404) {
-        await discard(res.body)
-        return null
-      }
-      const body = await this.readJson(res, this.maxEntryBytes, `lookup of ${key}`)
-      const entry = parseServerEntry(body, '')
-      if (Array.isArray(entry)) throw new RegistryError(`lookup of ${key}: invalid entry: ${formatFieldErrors(entry)}`)
-      if (entry.key !== key.toLowerCase()) {
-        throw new RegistryError(`lookup of ${key}: answer is for key ${JSON.stringify(entry.key)}`)
-      }
-      return entry
+      const answer = this.fetchEntry(key, AbortSignal.any([this.closing.signal, deadline.signal]))
+      answer.catch(() => {}) // when the deadline wins the race below
+      // Raced as well as signalled: undici only sees the signal once the request has a connection.
+      return await Promise.race([answer, new Promise<never>((_, reject) => {
+        deadline.signal.addEventListener('abort', () => reject(deadline.signal.reason), { once: true })
+      })])
     } catch (err) {
       this.lookupErrors++
+      if (deadline.signal.aborted && !this.closed) {
+        throw new RegistryError(`lookup of ${key}: no whole answer within ${this.lookupTimeoutMs} ms`, { cause: err })
+      }
       throw asRegistryError(err, `lookup of ${key}`)
+    } finally {
+      clearTimeout(timer)
     }
+  }
+
+  private async fetchEntry(key: string, signal: AbortSignal): Promise<ServerEntry | null> {
+    const res = await this.request(`${this.basePath}/servers/${encodeURIComponent(key)}`, { signal })
+    if (res.statusCode === 404) {
+      await discard(res.body)
+      return null
+    }
+    const body = await this.readJson(res, this.maxEntryBytes, `lookup of ${key}`)
+    const entry = parseServerEntry(body, '')
+    if (Array.isArray(entry)) throw new RegistryError(`lookup of ${key}: invalid entry: ${formatFieldErrors(entry)}`)
+    if (entry.key !== key.toLowerCase()) {
+      throw new RegistryError(`lookup of ${key}: answer is for key ${JSON.stringify(entry.key)}`)
+    }
+    return entry
   }
 
   async list(): Promise<RegistrySnapshot> {
