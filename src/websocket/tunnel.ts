@@ -8,6 +8,7 @@ import type { DeadlineSweeper, Expirable } from '../timers.js'
 
 /** After one side ends, the other gets this long to flush before both are destroyed. */
 const HALF_CLOSE_GRACE_MS = 5000
+const EMPTY = Buffer.alloc(0)
 
 export interface TunnelInfo {
   readonly listener: string
@@ -54,6 +55,10 @@ export class Tunnel implements Expirable {
     })
     to.on('drain', () => from.resume())
     from.on('end', () => {
+      // libuv reports a reset right behind the last bytes as a clean end (upstream-connection.ts
+      // meets the same). Where this side can still be written (the client's is half-open), an
+      // empty write tells them apart: it fails on a reset connection, and both close at once.
+      if (from.allowHalfOpen && !from.writableEnded) from.write(EMPTY, (err) => { if (err != null) this.close() })
       // A FIN is passed on, and the tunnel is given a short grace to flush before both go.
       to.end()
       if (this.halfClosedAt === 0) {
@@ -62,7 +67,13 @@ export class Tunnel implements Expirable {
       }
     })
     from.on('error', () => this.close())
-    from.on('close', () => this.close())
+    from.on('close', () => {
+      // A close after FINs both ways (the upstream's side is not half-open: its FIN ends ours)
+      // can come while bytes from before the FIN still wait for a slow reader on the other
+      // side: they go out first, within the half-close grace, and are not destroyed with it.
+      if (to.writableEnded && !to.writableFinished && !to.destroyed) to.once('finish', () => this.close())
+      else this.close()
+    })
   }
 
   /** Idle past tunnelIdleMs, or a half-closed tunnel past its grace. */
