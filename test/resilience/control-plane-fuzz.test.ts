@@ -57,6 +57,7 @@ import { parseResponses } from '../helpers/http-bytes.js'
 import { runCaptured } from '../helpers/run-cli.js'
 import { useTestScope } from '../helpers/test-scope.js'
 import { httpUpstream } from '../helpers/upstream.js'
+import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 
 const scope = useTestScope()
 
@@ -64,40 +65,12 @@ const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED)
 const SCALE = process.env.FUZZ_SCALE !== undefined ? Number(process.env.FUZZ_SCALE) : 1
 const TOKEN = 'control-fuzz-token'
 
-// ---- a seeded PRNG ------------------------------------------------------------------------
-
-type Rng = () => number
-
-/** mulberry32: tiny, fast, and good enough to pick mutations. */
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** Mixes two integers into one (murmur3's finalizer), for per-case seeds. */
-function mix(a: number, b: number): number {
-  let h = (Math.imul(a >>> 0, 0x9e3779b1) ^ Math.imul((b + 0x7f4a7c15) >>> 0, 0x85ebca6b)) >>> 0
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return (h ^ (h >>> 16)) >>> 0
-}
+// ---- a seeded PRNG per case -------------------------------------------------------------
 
 /** The PRNG of case `n` of a part (1, 2, 3), from the seed alone. */
 function caseRng(part: number, n: number): Rng {
   return mulberry32(mix(mix(SEED, part), n))
 }
-
-const int = (rng: Rng, n: number): number => Math.floor(rng() * n)
-const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[int(rng, xs.length)]
-const chance = (rng: Rng, p: number): boolean => rng() < p
 
 function weighted<T>(rng: Rng, table: readonly (readonly [number, T])[]): T {
   let r = rng() * table.reduce((n, [w]) => n + w, 0)

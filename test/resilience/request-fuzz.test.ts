@@ -26,6 +26,7 @@ import type { TestGateway } from '../helpers/gateway.js'
 import { okResponder, recordingUpstream, type RecordingUpstream, type Responder, type UpstreamRequest } from '../helpers/recording-upstream.js'
 import { gatewayLeaks } from '../helpers/survival-check.js'
 import { exchange, socketClosed, useTestScope, waitUntil, within } from '../helpers/test-scope.js'
+import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 
 const scope = useTestScope()
 
@@ -48,36 +49,6 @@ const GATEWAY_CONFIG = {
 /** The gateway's own answers this setup may see (the upstream always answers at once). */
 const GATEWAY_ERRORS = new Set(['bad_request', 'request_timeout', 'body_too_large', 'headers_too_large'])
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
-
-// ---- a seeded PRNG ------------------------------------------------------------------------
-
-type Rng = () => number
-
-/** mulberry32: tiny, fast, and good enough to pick mutations. */
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** Mixes two integers into one (murmur3's finalizer), for per-case seeds and tags. */
-function mix(a: number, b: number): number {
-  let h = (Math.imul(a >>> 0, 0x9e3779b1) ^ Math.imul((b + 0x7f4a7c15) >>> 0, 0x85ebca6b)) >>> 0
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return (h ^ (h >>> 16)) >>> 0
-}
-
-const int = (rng: Rng, n: number): number => Math.floor(rng() * n)
-const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[int(rng, xs.length)]
-const chance = (rng: Rng, p: number): boolean => rng() < p
 
 // ---- request templates --------------------------------------------------------------------
 

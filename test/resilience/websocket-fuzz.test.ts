@@ -61,6 +61,7 @@ import type { Tunnel } from '../../src/websocket/tunnel.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { parseResponses } from '../helpers/http-bytes.js'
 import { useTestScope, waitUntil, within } from '../helpers/test-scope.js'
+import { mulberry32, mix, int, range, pick, chance, type Rng } from '../helpers/seeded-random.js'
 
 const scope = useTestScope()
 
@@ -84,36 +85,7 @@ const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 /** How long the gateway waits for a client's FIN after its own (client-connection.ts). */
 const LINGER_MS = 5000
 
-// ---- a seeded PRNG ------------------------------------------------------------------------
-
-type Rng = () => number
-
-/** mulberry32 */
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-/** Mixes two integers into one (murmur3's finalizer), for per-case seeds. */
-function mix(a: number, b: number): number {
-  let h = (Math.imul(a >>> 0, 0x9e3779b1) ^ Math.imul((b + 0x7f4a7c15) >>> 0, 0x85ebca6b)) >>> 0
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return (h ^ (h >>> 16)) >>> 0
-}
-
-const int = (rng: Rng, n: number): number => Math.floor(rng() * n)
-const range = (rng: Rng, lo: number, hi: number): number => lo + int(rng, hi - lo + 1)
-const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[int(rng, xs.length)]
-const chance = (rng: Rng, p: number): boolean => rng() < p
+// ---- seeded choices ----------------------------------------------------------------------
 
 function weighted<T>(rng: Rng, xs: readonly (readonly [T, number])[]): T {
   let total = 0
