@@ -1521,7 +1521,9 @@ describe('what the fuzz found', () => {
     client.resetAndDestroy()
     await waitUntil(() => upstreamSide.closed && gw.gw.engine.tunnels.size === 0, PROMPT_MS, "the gateway's upstream socket to close", 5)
     expect(now() - reset).toBeLessThan(PROMPT_MS)
-    expect(Buffer.concat(got).toString('latin1')).toBe('bye')
+    // Bytes a reset overtakes may be lost on the way (the kernel drops what it had not
+    // delivered): what arrived is at most what was sent, in order.
+    expect('bye'.startsWith(Buffer.concat(got).toString('latin1'))).toBe(true)
   })
 
   // After the upstream's FIN the gateway ends its own side of the upstream connection (it is
