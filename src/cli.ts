@@ -12,7 +12,7 @@ import { isAbsolute, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AdminClient, errorLines, type AdminReply } from './admin/admin-client.js'
 import { ConfigError, formatIssues, loadConfigFile, resolveConfigPath, type ConfigIssue, type LoadedConfig } from './config/load.js'
-import { parseJson } from './config/parse-json.js'
+import { parseJsonBytes } from './config/parse-json.js'
 import { createCertificates } from './listeners/certificate-authority.js'
 
 export interface CliIo {
@@ -251,14 +251,14 @@ async function routesCommand(args: ParsedArgs, io: CliIo): Promise<number> {
       [`removed route ${arg} (routes version ${(body as { version: number }).version})`])
   }
   const file = resolve(io.cwd, arg!)
-  let text: string
+  let bytes: Buffer
   try {
-    text = await readFile(file, 'utf8')
+    bytes = await readFile(file)
   } catch (err) {
     io.err(`${display(file, io)}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
     return 1
   }
-  const parsed = parseJson(text)
+  const parsed = parseJsonBytes(bytes) // as the admin API reads it: UTF-8 only, no duplicate keys
   if (!parsed.ok) {
     for (const line of formatIssues(display(file, io), [parsed.issue])) io.err(line)
     return 1

@@ -82,6 +82,16 @@ describe('gateway routes', () => {
     expect(result.err[1]).toMatch(/^ {2}bad\.json: routes\[0\]\.targets\[0\]: must not be a link-local/)
   })
 
+  it('exits 1 naming the byte, without calling the gateway, for a file that is not UTF-8', async () => {
+    const config = await gatewayAndConfig()
+    const route = Buffer.from(JSON.stringify([{ id: 'caf\u00e9', pathPrefix: '/m', targets: ['127.0.0.1:9'] }]), 'latin1')
+    await writeFile(join(dir, 'latin1.json'), route)
+    const result = await cli(['routes', 'apply', 'latin1.json', '--config', config])
+    expect(result.code).toBe(1)
+    expect(result.err.join('\n')).toMatch(/latin1\.json: .*byte 0xe9 is not UTF-8 text/)
+    expect((await cli(['routes', 'list', '--config', config])).out.join('\n')).not.toMatch(/caf/)
+  })
+
   it('exits 1 when removing a config route or an unknown one', async () => {
     const config = await gatewayAndConfig()
     const configRoute = await cli(['routes', 'rm', 'master', '--config', config])
