@@ -50,6 +50,21 @@ function isJsonSpace(byte: number): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09
 }
 
+/**
+ * Reads a body the call ignores, whole, before the call changes anything: a request cut short
+ * (or over `limit`) is answered here and gets false, so no change is made for a request its
+ * client is told failed.
+ */
+export async function readIgnoredBody(req: IncomingMessage, res: ServerResponse, limit: number): Promise<boolean> {
+  try {
+    await readBody(req, limit)
+    return true
+  } catch (err) {
+    sendBodyError(res, err)
+    return false
+  }
+}
+
 /** Answers a failed body read; a 413 closes the connection (the unread rest would be taken for the next request). */
 export function sendBodyError(res: ServerResponse, err: unknown): void {
   if (err instanceof BodyError) {

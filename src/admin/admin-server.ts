@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream'
 import type { Gateway, ReloadResult } from '../gateway.js'
 import { bindError } from '../listeners/startup-error.js'
 import { adminHostNames, TokenCheck } from './admin-auth.js'
-import { readBody, readJson, sendBodyError, sendErrors, sendJson, sendText } from './admin-http.js'
+import { readIgnoredBody, readJson, sendBodyError, sendErrors, sendJson, sendText } from './admin-http.js'
 import type { AdminToken } from './admin-token.js'
 import { RoutesApi } from './routes-api.js'
 
@@ -164,13 +164,7 @@ export class AdminServer {
         return
       case '/reload':
         if (allow(req, res, 'POST')) {
-          // The body is ignored, but it must come whole first (see RoutesApi.deleteOne).
-          try {
-            await readBody(req, SMALL_BODY_BYTES)
-          } catch (err) {
-            sendBodyError(res, err)
-            return
-          }
+          if (!await readIgnoredBody(req, res, SMALL_BODY_BYTES)) return
           const result = await this.reload()
           if (result.ok) sendJson(res, 200, { ok: true, version: this.gateway.version, ...(result.warnings ? { warnings: result.warnings } : {}) })
           else sendErrors(res, 400, result.errors ?? [])

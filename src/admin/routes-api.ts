@@ -7,10 +7,10 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ConfigIssue, RouteConfig } from '../config/types.js'
+import { joinPath } from '../config/validate.js'
 import type { Gateway } from '../gateway.js'
 import { checkAdminRoutes } from './admin-routes.js'
-import { joinPath } from '../config/validate.js'
-import { readBody, readJson, sendBodyError, sendErrors, sendJson } from './admin-http.js'
+import { readIgnoredBody, readJson, sendBodyError, sendErrors, sendJson } from './admin-http.js'
 
 /** Largest `PUT /routes` body (a few thousand routes), bytes. */
 const ROUTES_BODY_BYTES = 4 * 1024 * 1024
@@ -142,14 +142,7 @@ export class RoutesApi {
 
   /** DELETE /routes/{id}: admin routes only. */
   private async deleteOne(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
-    // Whatever body comes is ignored, but it must come whole first: a request cut short is
-    // answered 400, and a change made for it anyway would be one its client was told failed.
-    try {
-      await readBody(req, ROUTE_BODY_BYTES)
-    } catch (err) {
-      sendBodyError(res, err)
-      return
-    }
+    if (!await readIgnoredBody(req, res, ROUTE_BODY_BYTES)) return
     await this.change(req, res, 200, (current) => {
       this.refuseConfigRoute(id, 'deleted')
       if (!current.some((r) => r.id === id)) throw new Refusal(404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])

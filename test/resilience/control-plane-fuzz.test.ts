@@ -55,9 +55,9 @@ import type { ServerEntry } from '../../src/registry/server-entry.js'
 import { COMPILED_CLI, COMPILED_CLI_DIR, repoRoot } from '../helpers/compiled-cli.js'
 import { parseResponses } from '../helpers/http-bytes.js'
 import { runCaptured } from '../helpers/run-cli.js'
+import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 import { useTestScope } from '../helpers/test-scope.js'
 import { httpUpstream } from '../helpers/upstream.js'
-import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 
 const scope = useTestScope()
 

@@ -24,9 +24,9 @@ import { describe, expect, it, vi } from 'vitest'
 import { finalResponse } from '../helpers/http-bytes.js'
 import type { TestGateway } from '../helpers/gateway.js'
 import { okResponder, recordingUpstream, type RecordingUpstream, type Responder, type UpstreamRequest } from '../helpers/recording-upstream.js'
+import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 import { gatewayLeaks } from '../helpers/survival-check.js'
 import { exchange, socketClosed, useTestScope, waitUntil, within } from '../helpers/test-scope.js'
-import { mulberry32, mix, int, pick, chance, type Rng } from '../helpers/seeded-random.js'
 
 const scope = useTestScope()
 

@@ -60,8 +60,8 @@ import { SWEEP_MS } from '../../src/timers.js'
 import type { Tunnel } from '../../src/websocket/tunnel.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { parseResponses } from '../helpers/http-bytes.js'
-import { useTestScope, waitUntil, within } from '../helpers/test-scope.js'
 import { mulberry32, mix, int, range, pick, chance, type Rng } from '../helpers/seeded-random.js'
+import { useTestScope, waitUntil, within } from '../helpers/test-scope.js'
 
 const scope = useTestScope()
 
