@@ -240,9 +240,10 @@ async function routesCommand(args: ParsedArgs, io: CliIo): Promise<number> {
   if (action === 'list') {
     return callAdmin(admin.client, io, 'GET', '/routes', undefined, (body) => {
       if (args.flags.json === true) return [JSON.stringify(body, null, 2)]
-      const { version, routes } = body as { version: number; routes: { id: string; source: string; host?: string; pathPrefix: string; upstream?: string; targets?: string[] }[] }
+      const { version, routes } = body as { version: number; routes: { id: string; source: string; host?: string; pathPrefix: string; upstream?: string; targets?: string[]; allowHttp?: boolean }[] }
       return [`routes version ${version}`, ...table(['ID', 'SOURCE', 'HOST', 'PATH', 'TO'], routes.map((r) => [
-        r.id, r.source, r.host ?? '*', r.pathPrefix, r.upstream !== undefined ? `upstream ${r.upstream}` : (r.targets ?? []).join(', '),
+        r.id, r.source, r.host ?? '*', r.pathPrefix,
+        (r.upstream !== undefined ? `upstream ${r.upstream}` : (r.targets ?? []).join(', ')) + (r.allowHttp === true ? ' (allowHttp)' : ''),
       ]))]
     })
   }

@@ -417,7 +417,7 @@ export class Gateway {
         ? groups.get(r.upstream)
         : new UpstreamGroup(`route:${r.id}`, targetsOf(r.targets ?? [], ROUTE_TARGET_HEALTH), 'round-robin')
       if (group === undefined) throw new Error(`route ${r.id} names unknown upstream ${r.upstream}`) // validated before: a bug
-      return new CompiledRoute(r.id, r.host, r.pathPrefix, source, group)
+      return new CompiledRoute(r.id, r.host, r.pathPrefix, source, group, r.allowHttp === true)
     }
     const table = new RouteTable([...config.routes.map((r) => compile(r, 'config')), ...adminRoutes.map((r) => compile(r, 'admin'))])
     return {

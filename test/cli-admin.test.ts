@@ -49,7 +49,7 @@ async function gatewayAndConfig(): Promise<string> {
 describe('gateway routes', () => {
   it('applies a file, lists the routes and removes one', async () => {
     const config = await gatewayAndConfig()
-    await writeFile(join(dir, 'routes.json'), JSON.stringify({ routes: [{ id: 'api', pathPrefix: '/api', targets: [up!.target] }, { id: 'ide', host: 'ide.example.com', upstream: 'master' }] }))
+    await writeFile(join(dir, 'routes.json'), JSON.stringify({ routes: [{ id: 'api', pathPrefix: '/api', targets: [up!.target], allowHttp: true }, { id: 'ide', host: 'ide.example.com', upstream: 'master' }] }))
     const applied = await cli(['routes', 'apply', 'routes.json', '--config', config])
     expect(applied).toMatchObject({ code: 0, err: [] })
     expect(applied.out[0]).toMatch(/^applied 2 admin routes from routes\.json \(routes version \d+\)$/)
@@ -63,6 +63,8 @@ describe('gateway routes', () => {
       ['api', 'admin', '*', '/api'],
       ['ide', 'admin', 'ide.example.com', '/'],
     ])
+    expect(list.out[3]).toMatch(/ \(allowHttp\)$/)
+    expect(list.out[4]).not.toContain('allowHttp')
     const json = await cli(['routes', 'list', '--json', '--config', config])
     expect(JSON.parse(json.out.join('\n')).routes).toHaveLength(3)
 

@@ -6,7 +6,7 @@
 // `tls.sni`) replace the default wholesale, because merging them element by element would
 // silently keep a default listener on port 80 next to the operator's own.
 
-import type { GatewayConfig, ListenerConfig, RouteConfig, UpstreamConfig } from './types.js'
+import type { GatewayConfig, HttpsRedirectConfig, ListenerConfig, RouteConfig, UpstreamConfig } from './types.js'
 
 const CERT = 'certs/gateway.crt'
 const KEY = 'certs/gateway.key'
@@ -27,7 +27,7 @@ export const DEFAULTS: GatewayConfig = deepFreeze({
   },
   /** Static routes; requests matching none of these or a workspace shape get `no_route`. */
   routes: [
-    { id: 'agent-binaries', pathPrefix: '/agent-binaries', upstream: 'agents' },
+    { id: 'agent-binaries', pathPrefix: '/agent-binaries', upstream: 'agents', allowHttp: true },
     { id: 'master', pathPrefix: '/', upstream: 'master' },
   ],
   workspaces: {
@@ -123,10 +123,12 @@ export const ENTRY_DEFAULTS = deepFreeze({
   listener: { host: '0.0.0.0', workspacesOnly: false },
   upstream: { balance: 'round-robin', maxFails: 3, cooldownMs: 10_000 },
   route: { pathPrefix: '/' },
+  redirectToHttps: { port: 443, permanent: false },
 } satisfies {
   listener: Pick<ListenerConfig, 'host' | 'workspacesOnly'>
   upstream: Pick<UpstreamConfig, 'balance' | 'maxFails' | 'cooldownMs'>
   route: Pick<RouteConfig, 'pathPrefix'>
+  redirectToHttps: HttpsRedirectConfig
 })
 
 /**
@@ -147,7 +149,10 @@ export function applyDefaults(raw: unknown): unknown {
 }
 
 export function withListenerDefaults(listener: unknown): unknown {
-  return isPlainObject(listener) ? { ...ENTRY_DEFAULTS.listener, ...listener } : listener
+  if (!isPlainObject(listener)) return listener
+  const out: Record<string, unknown> = { ...ENTRY_DEFAULTS.listener, ...listener }
+  if (isPlainObject(out.redirectToHttps)) out.redirectToHttps = { ...ENTRY_DEFAULTS.redirectToHttps, ...out.redirectToHttps }
+  return out
 }
 
 export function withUpstreamDefaults(upstream: unknown): unknown {

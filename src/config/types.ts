@@ -21,6 +21,15 @@ export interface ListenerConfig {
   readonly workspacesOnly: boolean
   /** Present: the listener is HTTPS. */
   readonly tls?: TlsConfig
+  /** Present: plain-HTTP requests are redirected to HTTPS, but for routes with `allowHttp`. */
+  readonly redirectToHttps?: HttpsRedirectConfig
+}
+
+export interface HttpsRedirectConfig {
+  /** The HTTPS port the Location names (443 is left out of it). Default 443. */
+  readonly port: number
+  /** 301 (308 for methods other than GET and HEAD) instead of 302 (307). Default false. */
+  readonly permanent: boolean
 }
 
 export type BalanceStrategy = 'round-robin' | 'least-connections'
@@ -60,6 +69,8 @@ export interface RouteConfig {
   /** Name of an entry of `upstreams`; exactly one of `upstream` and `targets`. */
   readonly upstream?: string
   readonly targets?: readonly string[]
+  /** Served over plain HTTP even on a listener with `redirectToHttps`. Default false. */
+  readonly allowHttp?: boolean
 }
 
 export interface RegistryConfig {

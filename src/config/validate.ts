@@ -195,12 +195,18 @@ const tls = object('an object with "cert" and "key" file paths', {
   }), 'of SNI certificate objects')),
 })
 
+const redirectToHttps = object('an object with the HTTPS "port" and "permanent"', {
+  port: optional(integer(1, 65535)),
+  permanent: optional(boolean),
+})
+
 const listener = object('a listener object', {
   name: required(string('a non-empty listener name', nameRule)),
   port: required(port),
   host: optional(bindHost),
   workspacesOnly: optional(boolean),
   tls: optional(tls),
+  redirectToHttps: optional(redirectToHttps),
 })
 
 const healthCheck = object('a health check object with "path"', {
@@ -225,6 +231,7 @@ const route = object('a route object', {
   pathPrefix: optional(string('a path prefix starting with "/"', pathPrefixProblem)),
   upstream: optional(string('an upstream name')),
   targets: optional(targets),
+  allowHttp: optional(boolean),
 })
 
 const cookieName = string('a cookie name', (value) =>
@@ -344,6 +351,9 @@ function checkListeners(listeners: unknown, admin: unknown, ctx: Context): void 
       const first = names.get(listener.name)
       if (first === undefined) names.set(listener.name, i)
       else report(ctx, `${path}.name`, `duplicate listener name ${show(listener.name)} (also listeners[${first}].name)`)
+    }
+    if (listener.tls !== undefined && listener.redirectToHttps !== undefined) {
+      report(ctx, `${path}.redirectToHttps`, 'must be left out of an HTTPS listener (it has "tls"): its requests would be sent back to itself')
     }
     if (typeof listener.port === 'number' && typeof listener.host === 'string') {
       claimAddress(bound, listener.host, listener.port, `${path}.port`, `listeners[${i}] (${show(listener.name)})`, ctx)

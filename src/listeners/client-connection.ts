@@ -4,6 +4,7 @@
 // something fails (`fail`), and it always leaves both sockets of the pair closed or reusable.
 
 import type { Socket } from 'node:net'
+import type { HttpsRedirectConfig } from '../config/types.js'
 import { GatewayError, renderError } from '../errors.js'
 import { ChunkedScanner } from '../http1/chunked-scanner.js'
 import { HeadError } from '../http1/head-error.js'
@@ -18,6 +19,7 @@ import type { ResponseSink, UpstreamConnection } from '../upstream/upstream-conn
 import { checkUpgradeResponse } from '../websocket/handshake.js'
 import { Tunnel } from '../websocket/tunnel.js'
 import type { Engine } from './engine.js'
+import { httpsLocation, redirectStatus, renderRedirect } from './https-redirect.js'
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 /** Bytes read ahead while an exchange is in flight (pipelined requests) before pausing. */
@@ -37,6 +39,8 @@ export interface ListenerContext {
   port: number
   /** Changes in place on reload (Listener.adopt). */
   workspacesOnly: boolean
+  /** Set: requests are redirected to HTTPS but for routes with `allowHttp` (Listener.adopt). */
+  redirectToHttps: HttpsRedirectConfig | null
   readonly engine: Engine
   /** Open connections on this listener (for /metrics and draining). */
   open: number
@@ -224,6 +228,11 @@ export class ClientConnection implements ResponseSink, Expirable {
     if (this.buf !== null && this.buf.length > READ_AHEAD_BYTES && !this.pausedForReadAhead) {
       this.pausedForReadAhead = true
       this.socket.pause()
+    }
+    const redirect = this.ctx.redirectToHttps
+    if (redirect !== null && !engine.router.allowsHttp(head, this.ctx.workspacesOnly)) {
+      this.redirect(head, redirect)
+      return
     }
     const maxBody = engine.settings.limits.maxBodyBytes
     if (head.contentLength > maxBody) {
@@ -612,11 +621,27 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.status = err.statusCode
     const head = this.head
     if (head === null) this.startedAt = performance.now()
-    const out = head === null ? renderError(err, true) : renderError(err, true, {
+    this.answerAndClose(head === null ? renderError(err, true) : renderError(err, true, {
       accept: headerValue(head, 'accept'),
       errorPage: this.dest?.errorPage ?? null,
       head: head.method === 'HEAD',
-    })
+    }))
+  }
+
+  /** Sends the client to the same host and target on HTTPS; the request body is not read. */
+  private redirect(head: RequestHead, redirect: HttpsRedirectConfig): void {
+    const location = httpsLocation(head, redirect)
+    if (location === null) {
+      const host = head.host === null ? 'no Host' : `Host ${JSON.stringify(head.host)}`
+      this.fail(new GatewayError('bad_request', `this listener redirects to HTTPS, and a request with ${host} and target ${JSON.stringify(head.target)} names no HTTPS address`))
+      return
+    }
+    this.status = redirectStatus(head.method, redirect.permanent)
+    this.answerAndClose(renderRedirect(this.status, location))
+  }
+
+  /** The gateway's own answer (no upstream has a part in it): sent, then the connection closes. */
+  private answerAndClose(out: Buffer): void {
     this.bytesOut += out.length
     this.publishDone()
     this.resetExchange()

@@ -27,7 +27,15 @@ export class Listener {
 
   constructor(config: ListenerConfig, engine: Engine, private contexts: TlsContexts | null) {
     this.settings = config
-    this.ctx = { name: config.name, proto: contexts === null ? 'http' : 'https', port: config.port, workspacesOnly: config.workspacesOnly, engine, open: 0 }
+    this.ctx = {
+      name: config.name,
+      proto: contexts === null ? 'http' : 'https',
+      port: config.port,
+      workspacesOnly: config.workspacesOnly,
+      redirectToHttps: config.redirectToHttps ?? null,
+      engine,
+      open: 0,
+    }
     const onSocket = (socket: net.Socket) => this.accept(socket)
     if (contexts === null) {
       this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket)
@@ -71,6 +79,7 @@ export class Listener {
   adopt(next: ListenerConfig): void {
     this.settings = next
     this.ctx.workspacesOnly = next.workspacesOnly
+    this.ctx.redirectToHttps = next.redirectToHttps ?? null
   }
 
   /** New certificates for the next handshakes; open connections keep theirs. */

@@ -39,6 +39,8 @@ export class CompiledRoute implements RouteDefinition, Destination {
     readonly pathPrefix: string,
     readonly source: RouteSource,
     readonly group: UpstreamGroup,
+    /** Served over plain HTTP on a listener that redirects to HTTPS. */
+    readonly allowHttp = false,
   ) {}
 
   get routeId(): string {
@@ -81,19 +83,36 @@ export class Router {
 
   /** Throws GatewayError (`no_route`); workspace lookups may return a promise. */
   route(head: RequestHead, workspacesOnly: boolean): Destination | Promise<Destination> {
+    const key = this.workspaceKey(head)
+    if (key !== null) {
+      const entry = this.resolver!.resolve(key)
+      if (entry === null || typeof (entry as Promise<unknown>).then !== 'function') return this.workspace(key, entry as { target: string } | null)
+      return (entry as Promise<{ target: string } | null>).then((e) => this.workspace(key, e))
+    }
+    if (workspacesOnly) throw new GatewayError('no_route', 'this listener serves workspace requests only')
+    const route = this.table.match(head.host, head.path)
+    if (route === null) throw new GatewayError('no_route', `no route for ${head.path}`)
+    return route
+  }
+
+  /**
+   * Whether a listener that redirects to HTTPS serves this request as it is: only on a static
+   * route with `allowHttp` (agent binaries, ACME challenges). Workspace requests are
+   * redirected without a registry lookup.
+   */
+  allowsHttp(head: RequestHead, workspacesOnly: boolean): boolean {
+    if (workspacesOnly || this.workspaceKey(head) !== null) return false
+    return this.table.match(head.host, head.path)?.allowHttp === true
+  }
+
+  /** The registry key a workspace request names (host route first, then path), or null. */
+  private workspaceKey(head: RequestHead): string | null {
+    if (this.resolver === null) return null
     const host = head.host
     let key: string | null = null
     if (host !== null && this.hostSuffix !== null) key = hostKey(host, this.hostSuffix)
     if (key === null) key = pathKey(head.path)?.key ?? null
-    if (key !== null && this.resolver !== null) {
-      const entry = this.resolver.resolve(key)
-      if (entry === null || typeof (entry as Promise<unknown>).then !== 'function') return this.workspace(key, entry as { target: string } | null)
-      return (entry as Promise<{ target: string } | null>).then((e) => this.workspace(key!, e))
-    }
-    if (workspacesOnly) throw new GatewayError('no_route', 'this listener serves workspace requests only')
-    const route = this.table.match(host, head.path)
-    if (route === null) throw new GatewayError('no_route', `no route for ${head.path}`)
-    return route
+    return key
   }
 
   private workspace(key: string, entry: { target: string } | null): Destination {

@@ -102,6 +102,20 @@ describe('validateConfig', () => {
     it('rejects a non-boolean workspacesOnly', () => {
       expect(pathsFor({ listeners: [listener({ workspacesOnly: 'yes' })] })).toEqual(['listeners[0].workspacesOnly'])
     })
+
+    it('checks redirectToHttps, and refuses it on an HTTPS listener', () => {
+      expect(issuesFor({ listeners: [listener({ redirectToHttps: {} }), listener({ name: 'm', port: 8081, redirectToHttps: { port: 8443, permanent: true } })] })).toEqual([])
+      expect(applyDefaults({ listeners: [listener({ redirectToHttps: { permanent: true } })] })).toMatchObject({
+        listeners: [{ redirectToHttps: { port: 443, permanent: true } }],
+      })
+      expect(pathsFor({ listeners: [listener({ redirectToHttps: { port: 0 } })] })).toEqual(['listeners[0].redirectToHttps.port'])
+      expect(pathsFor({ listeners: [listener({ redirectToHttps: { prot: 443 } })] })).toEqual(['listeners[0].redirectToHttps.prot'])
+      expect(pathsFor({ listeners: [listener({ redirectToHttps: true })] })).toEqual(['listeners[0].redirectToHttps'])
+      expect(issuesFor({ listeners: [listener({ tls: { cert: 'a', key: 'b' }, redirectToHttps: {} })] })).toEqual([{
+        path: 'listeners[0].redirectToHttps',
+        message: expect.stringContaining('HTTPS listener'),
+      }])
+    })
   })
 
   describe('upstreams', () => {
@@ -129,6 +143,11 @@ describe('validateConfig', () => {
   })
 
   describe('routes', () => {
+    it('takes allowHttp as a boolean only', () => {
+      expect(issuesFor({ routes: [route({ allowHttp: true })] })).toEqual([])
+      expect(pathsFor({ routes: [route({ allowHttp: 'yes' })] })).toEqual(['routes[0].allowHttp'])
+    })
+
     it('rejects an empty, malformed or duplicate route id', () => {
       expect(pathsFor({ routes: [route({ id: '' })] })).toEqual(['routes[0].id'])
       expect(pathsFor({ routes: [route({ id: 'a/b' })] })).toEqual(['routes[0].id'])

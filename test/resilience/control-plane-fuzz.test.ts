@@ -1657,12 +1657,13 @@ function makeConfigCase(n: number, base: unknown): ConfigCase {
 /** The documented keys (README "Configuration", the contract's example), by where they may appear. */
 const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   '': ['listeners', 'upstreams', 'routes', 'workspaces', 'admin', 'timeouts', 'limits', 'stateFile', 'workers', 'accessLog'],
-  'listeners[]': ['name', 'port', 'host', 'workspacesOnly', 'tls'],
+  'listeners[]': ['name', 'port', 'host', 'workspacesOnly', 'tls', 'redirectToHttps'],
+  'listeners[].redirectToHttps': ['port', 'permanent'],
   'listeners[].tls': ['cert', 'key', 'sni'],
   'listeners[].tls.sni[]': ['hosts', 'cert', 'key'],
   'upstreams.*': ['targets', 'balance', 'maxFails', 'cooldownMs', 'healthCheck', 'errorPage'],
   'upstreams.*.healthCheck': ['path', 'intervalMs', 'timeoutMs', 'expectStatus'],
-  'routes[]': ['id', 'host', 'pathPrefix', 'upstream', 'targets'],
+  'routes[]': ['id', 'host', 'pathPrefix', 'upstream', 'targets', 'allowHttp'],
   workspaces: ['hostSuffix', 'stripCookies', 'registry'],
   'workspaces.registry': ['url', 'token', 'cacheSize', 'cacheTtlMs', 'negativeTtlMs', 'staleIfErrorMs'],
   admin: ['host', 'port', 'token', 'tokenFile', 'allowMetadataTargets'],
