@@ -30,6 +30,14 @@ export interface RegistryClientOptions {
    * it, until the 64 KiB answer bound, hours later.
    */
   readonly lookupTimeoutMs?: number
+  /**
+   * Longest a `GET /servers` list may take in all, ms. Default 60000. Not the lookup deadline:
+   * a list may be up to `maxListBytes` (64 MiB), 1024 times the largest lookup answer, and a
+   * deadline a healthy master cannot meet would keep the event stream from ever opening. At
+   * 60 s, 64 MiB needs a little over 1 MiB/s; a master trickling its list holds the event stream
+   * (which lists before it opens) and a reset's reconcile that long, not for ever.
+   */
+  readonly listTimeoutMs?: number
   /** Longest silence on the event stream before it is dropped and resumed, ms. Default 60000 (keepalives come every 15 s). */
   readonly eventIdleTimeoutMs?: number
   /** Reconnect backoff bounds, ms (exponential, full jitter). Default 100 and 10000. */
@@ -55,6 +63,7 @@ export class RegistryClient implements RegistrySource {
   private readonly backoffMinMs: number
   private readonly backoffMaxMs: number
   private readonly lookupTimeoutMs: number
+  private readonly listTimeoutMs: number
   private readonly maxEntryBytes: number
   private readonly maxListBytes: number
   private readonly maxLineLength: number
@@ -98,6 +107,7 @@ export class RegistryClient implements RegistrySource {
     this.backoffMaxMs = options.backoffMaxMs ?? 10_000
     this.lookupTimeoutMs = options.lookupTimeoutMs ??
       (options.connectTimeoutMs ?? 2000) + (options.headersTimeoutMs ?? 3000) + (options.bodyTimeoutMs ?? 3000)
+    this.listTimeoutMs = options.listTimeoutMs ?? 60_000
     this.maxEntryBytes = options.maxEntryBytes ?? 64 * 1024
     this.maxListBytes = options.maxListBytes ?? 64 * 1024 * 1024
     this.maxLineLength = options.maxLineLength ?? 64 * 1024
@@ -113,10 +123,19 @@ export class RegistryClient implements RegistrySource {
   async lookup(key: string): Promise<ServerEntry | null> {
     const problem = keyProblem(key)
     if (problem !== null) throw new RegistryError(`key ${JSON.stringify(key)} ${problem}`)
+    return this.withDeadline(`lookup of ${key}`, this.lookupTimeoutMs, (signal) => this.fetchEntry(key, signal))
+  }
+
+  /**
+   * Runs one registry request under an overall deadline: past `ms` its signal aborts (undici
+   * then destroys the request and its connection) and the call rejects with a RegistryError
+   * naming `what`. Timeouts on the pool bound silences only, never the whole answer.
+   */
+  private async withDeadline<T>(what: string, ms: number, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const deadline = new AbortController()
-    const timer = setTimeout(() => deadline.abort(), this.lookupTimeoutMs)
+    const timer = setTimeout(() => deadline.abort(), ms)
     try {
-      const answer = this.fetchEntry(key, AbortSignal.any([this.closing.signal, deadline.signal]))
+      const answer = run(AbortSignal.any([this.closing.signal, deadline.signal]))
       answer.catch(() => {}) // when the deadline wins the race below
       // Raced as well as signalled: undici only sees the signal once the request has a connection.
       return await Promise.race([answer, new Promise<never>((_, reject) => {
@@ -125,9 +144,9 @@ export class RegistryClient implements RegistrySource {
     } catch (err) {
       this.lookupErrors++
       if (deadline.signal.aborted && !this.closed) {
-        throw new RegistryError(`lookup of ${key}: no whole answer within ${this.lookupTimeoutMs} ms`, { cause: err })
+        throw new RegistryError(`${what}: no whole answer within ${ms} ms`, { cause: err })
       }
-      throw asRegistryError(err, `lookup of ${key}`)
+      throw asRegistryError(err, what)
     } finally {
       clearTimeout(timer)
     }
@@ -148,15 +167,11 @@ export class RegistryClient implements RegistrySource {
     return entry
   }
 
-  async list(): Promise<RegistrySnapshot> {
-    try {
-      const res = await this.request(`${this.basePath}/servers`)
-      const body = await this.readJson(res, this.maxListBytes, 'list')
-      return parseSnapshot(body)
-    } catch (err) {
-      this.lookupErrors++
-      throw asRegistryError(err, 'list')
-    }
+  list(): Promise<RegistrySnapshot> {
+    return this.withDeadline('list', this.listTimeoutMs, async (signal) => {
+      const res = await this.request(`${this.basePath}/servers`, { signal })
+      return parseSnapshot(await this.readJson(res, this.maxListBytes, 'list'))
+    })
   }
 
   /** Adds a listener; the first one starts the event stream. */

@@ -17,6 +17,7 @@ export type AnswerMode =
   | 'huge'
   | 'huge-chunked'
   | 'hang'
+  | 'trickle'
 
 interface LoggedEvent {
   readonly version: number
@@ -37,11 +38,14 @@ export class FakeRegistry {
   readonly eventRequests: (string | null)[] = []
   readonly authorizations: (string | undefined)[] = []
   listRequests = 0
+  /** In 'trickle' mode, one byte of the answer every this many ms, for ever. */
+  trickleMs = 20
 
   private readonly log: LoggedEvent[] = []
   private readonly streams = new Set<ServerResponse>()
   private readonly sockets = new Set<Socket>()
   private readonly hanging = new Set<ServerResponse>()
+  private readonly trickling = new Set<ServerResponse>()
   private server: Server
   private port = 0
 
@@ -61,6 +65,11 @@ export class FakeRegistry {
 
   get openStreams(): number {
     return this.streams.size
+  }
+
+  /** Answers being trickled whose connection is still open. */
+  get openTrickles(): number {
+    return this.trickling.size
   }
 
   lookupCount(key: string): number {
@@ -115,6 +124,7 @@ export class FakeRegistry {
     for (const socket of this.sockets) socket.destroy()
     this.streams.clear()
     this.hanging.clear()
+    this.trickling.clear()
     await closed
   }
 
@@ -238,6 +248,18 @@ export class FakeRegistry {
       case 'hang':
         this.hanging.add(res)
         return true
+      case 'trickle': {
+        // A 200 that never ends: a byte every trickleMs, so no silence-based timeout fires.
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.write('{"version":0,"servers":[],"pad":"')
+        const timer = setInterval(() => res.write('x'), this.trickleMs)
+        this.trickling.add(res)
+        res.on('close', () => {
+          clearInterval(timer)
+          this.trickling.delete(res)
+        })
+        return true
+      }
       default:
         return false
     }

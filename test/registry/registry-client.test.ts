@@ -75,6 +75,21 @@ describe('RegistryClient lookups', () => {
     await expect(c.lookup('32770_node1')).rejects.toBeInstanceOf(RegistryError)
   })
 
+  it('gives up on a list the master trickles once the list deadline passes, and closes its connection', async () => {
+    const c = await setup({ listTimeoutMs: 200 })
+    fake.mode = 'trickle'
+    const started = performance.now()
+    let outcome: unknown = 'pending'
+    c.list().then(() => { outcome = 'answered' }, (err: unknown) => { outcome = err })
+    // A byte every 20 ms: the 3 s body timeout (a silence bound) never fires, only the deadline.
+    await waitFor(() => outcome !== 'pending', 2000, 'the list to end')
+    expect(performance.now() - started).toBeLessThan(1500)
+    expect(outcome).toBeInstanceOf(RegistryError)
+    expect((outcome as RegistryError).message).toMatch(/^list: .*200 ms/)
+    await waitFor(() => fake.openTrickles === 0, 2000, 'the trickled connection closed')
+    expect(c.state().lookupErrors).toBe(1)
+  })
+
   it('lists every server with the version', async () => {
     const c = await setup()
     fake.put(node1)
@@ -134,6 +149,26 @@ describe('RegistryClient event stream', () => {
     expect(fake.eventRequests.at(-1)).toBe('1')
     expect(events[1]).toMatchObject({ op: 'delete', key: '32770_node1', version: 2 })
     expect(c.state().connected).toBe(true)
+  })
+
+  it('opens the event stream once a master that trickled its list answers properly', async () => {
+    const c = await setup({ listTimeoutMs: 200 })
+    fake.mode = 'trickle'
+    const events: RegistryEvent[] = []
+    c.subscribe((e) => events.push(e))
+    // The list is retried after its deadline (with backoff), not waited on for ever.
+    await waitFor(() => fake.listRequests >= 2, 3000, 'the list retried')
+    expect(c.state().lastStreamError).toMatch(/^list: /)
+    expect(c.state().connected).toBe(false)
+    expect(fake.eventRequests).toEqual([])
+    fake.mode = 'ok'
+    fake.put(node1)
+    await waitFor(() => c.state().connected, 3000, 'connected')
+    expect(fake.eventRequests).toEqual(['1'])
+    fake.delete('32770_node1')
+    await waitFor(() => events.length === 1, 3000, 'an event')
+    expect(events[0]).toMatchObject({ op: 'delete', key: '32770_node1', version: 2 })
+    await waitFor(() => fake.openTrickles === 0, 2000, 'the trickled connections closed')
   })
 
   it('emits reset when since is too old, then lists again if the reset carries no version', async () => {
