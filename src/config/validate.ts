@@ -164,8 +164,15 @@ const optional = (schema: Schema): Field => ({ schema, required: false })
 // The config schema
 
 const NAME = /^[A-Za-z0-9._-]+$/
-const nameRule = (value: string): string | null =>
-  NAME.test(value) ? null : 'must use only letters, digits, ".", "_" and "-"'
+/**
+ * Route ids, upstream and listener names end up in logs, metric labels and admin URLs
+ * (`PUT /routes/{id}`); without a bound, a megabyte id passed within the admin body limit.
+ */
+export const MAX_NAME_LENGTH = 128
+const nameRule = (value: string): string | null => {
+  if (value.length > MAX_NAME_LENGTH) return `must be at most ${MAX_NAME_LENGTH} characters (it has ${value.length})`
+  return NAME.test(value) ? null : 'must use only letters, digits, ".", "_" and "-"'
+}
 
 // Timers above 2^31-1 ms overflow in Node (TimeoutOverflowWarning) and fire after 1 ms.
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -433,7 +440,17 @@ function checkRoute(r: unknown, path: string, upstreamNames: ReadonlySet<string>
 // ---------------------------------------------------------------------------------------------
 // String rules: each returns what is wrong, or null
 
+/**
+ * A prefix only matches a request target at least as long. RFC 9112 section 3 asks every party
+ * to accept request lines of at least 8000 octets; longer ones may be refused anywhere on the way
+ * (this gateway refuses a head over limits.maxHeaderBytes, 16 KiB by default, request line and
+ * headers together). 8192 keeps every prefix a client can count on reaching. Fixed, not derived
+ * from maxHeaderBytes, so that a reload lowering that limit cannot make stored admin routes invalid.
+ */
+export const MAX_PATH_PREFIX_LENGTH = 8192
+
 function pathPrefixProblem(value: string): string | null {
+  if (value.length > MAX_PATH_PREFIX_LENGTH) return `must be at most ${MAX_PATH_PREFIX_LENGTH} characters (it has ${value.length})`
   if (!value.startsWith('/')) return 'must start with "/"'
   if (/[?#\s]/.test(value)) return 'must not contain "?", "#" or whitespace'
   return null

@@ -99,6 +99,13 @@ describe('validateConfig', () => {
       })).toEqual(['listeners[0].tls.sni[0].hosts[1]', 'listeners[0].tls.sni[0].key'])
     })
 
+    it('accepts a listener name of 128 characters and refuses 129, saying so', () => {
+      expect(issuesFor({ listeners: [listener({ name: 'l'.repeat(128) })] })).toEqual([])
+      expect(issuesFor({ listeners: [listener({ name: 'l'.repeat(129) })] })).toEqual([
+        { path: 'listeners[0].name', message: `must be at most 128 characters (it has 129), got "${'l'.repeat(56)}...` },
+      ])
+    })
+
     it('rejects a non-boolean workspacesOnly', () => {
       expect(pathsFor({ listeners: [listener({ workspacesOnly: 'yes' })] })).toEqual(['listeners[0].workspacesOnly'])
     })
@@ -137,6 +144,15 @@ describe('validateConfig', () => {
       expect(pathsFor({ upstreams: { 'my upstream': { targets: ['a:1'] } }, routes: [] })).toEqual(['upstreams["my upstream"]'])
     })
 
+    it('accepts an upstream name of 128 characters and refuses 129, saying so', () => {
+      const ok = 'u'.repeat(128)
+      expect(issuesFor({ upstreams: { [ok]: { targets: ['a:1'] } }, routes: [route({ upstream: ok })] })).toEqual([])
+      const long = 'u'.repeat(129)
+      expect(issuesFor({ upstreams: { [long]: { targets: ['a:1'] } }, routes: [] })).toEqual([
+        { path: `upstreams.${long}`, message: `must be at most 128 characters (it has 129), got "${'u'.repeat(56)}...` },
+      ])
+    })
+
     it('replaces the default upstreams, so routes naming a dropped one fail', () => {
       expect(pathsFor({ upstreams: { master: { targets: ['a:1'] } } })).toEqual(['routes[0].upstream'])
     })
@@ -152,6 +168,21 @@ describe('validateConfig', () => {
       expect(pathsFor({ routes: [route({ id: '' })] })).toEqual(['routes[0].id'])
       expect(pathsFor({ routes: [route({ id: 'a/b' })] })).toEqual(['routes[0].id'])
       expect(pathsFor({ routes: [route({ pathPrefix: '/a' }), route({ pathPrefix: '/b' })] })).toEqual(['routes[1].id'])
+    })
+
+    it('accepts a route id of 128 characters and refuses 129, saying so', () => {
+      expect(issuesFor({ routes: [route({ id: 'r'.repeat(128) })] })).toEqual([])
+      expect(issuesFor({ routes: [route({ id: 'r'.repeat(129) })] })).toEqual([
+        { path: 'routes[0].id', message: `must be at most 128 characters (it has 129), got "${'r'.repeat(56)}...` },
+      ])
+    })
+
+    it('accepts a pathPrefix of 8192 characters and refuses 8193, saying so', () => {
+      const prefix = (length: number) => `/${'p'.repeat(length - 1)}`
+      expect(issuesFor({ routes: [route({ pathPrefix: prefix(8192) })] })).toEqual([])
+      expect(issuesFor({ routes: [route({ pathPrefix: prefix(8193) })] })).toEqual([
+        { path: 'routes[0].pathPrefix', message: `must be at most 8192 characters (it has 8193), got "/${'p'.repeat(55)}...` },
+      ])
     })
 
     it('requires pathPrefix to start with "/" and carry no query, fragment or space', () => {
