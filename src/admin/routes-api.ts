@@ -7,7 +7,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { ConfigIssue, RouteConfig } from '../config/types.js'
-import { joinPath } from '../config/validate.js'
+import { joinPath, show, validateRouteId } from '../config/validate.js'
 import type { Gateway } from '../gateway.js'
 import { checkAdminRoutes } from './admin-routes.js'
 import { readIgnoredBody, readJson, sendBodyError, sendErrors, sendJson } from './admin-http.js'
@@ -57,6 +57,7 @@ export class RoutesApi {
     switch (method) {
       case 'GET':
       case 'HEAD': {
+        if (refusedId(res, id)) return
         const found = this.gateway.routes().routes.find((r) => r.id === id)
         if (found === undefined) sendErrors(res, 404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])
         else sendJson(res, 200, { version: this.gateway.version, route: found }, this.etag())
@@ -120,7 +121,7 @@ export class RoutesApi {
       return
     }
     if (body.id !== undefined && body.id !== id) {
-      sendErrors(res, 400, [{ path: 'id', message: `${JSON.stringify(body.id)} does not match the id in the URL (${JSON.stringify(id)})` }])
+      sendErrors(res, 400, [{ path: 'id', message: `${show(body.id)} does not match the id in the URL (${show(id)})` }])
       return
     }
     const route = { ...body, id }
@@ -143,6 +144,7 @@ export class RoutesApi {
   /** DELETE /routes/{id}: admin routes only. */
   private async deleteOne(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
     if (!await readIgnoredBody(req, res, ROUTE_BODY_BYTES)) return
+    if (refusedId(res, id)) return
     await this.change(req, res, 200, (current) => {
       this.refuseConfigRoute(id, 'deleted')
       if (!current.some((r) => r.id === id)) throw new Refusal(404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])
@@ -204,6 +206,17 @@ function relativeTo(issue: ConfigIssue, prefix: string): ConfigIssue {
   if (issue.path.startsWith(`${prefix}.`)) return { path: issue.path.slice(prefix.length + 1), message: issue.message }
   if (issue.path.startsWith(`${prefix}[`)) return { path: issue.path.slice(prefix.length), message: issue.message }
   return issue
+}
+
+/**
+ * Answers 400 when `id` is no possible route id (config/validate.ts's rule, so the message is the
+ * schema's). PUT needs no call: its id is checked with the rest of the route, all problems at once.
+ */
+function refusedId(res: ServerResponse, id: string): boolean {
+  const problems = validateRouteId(id, 'id')
+  if (problems.length === 0) return false
+  sendErrors(res, 400, problems)
+  return true
 }
 
 function methodNotAllowed(res: ServerResponse, method: string, allow: string): void {

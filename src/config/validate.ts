@@ -168,7 +168,7 @@ const NAME = /^[A-Za-z0-9._-]+$/
  * Route ids, upstream and listener names end up in logs, metric labels and admin URLs
  * (`PUT /routes/{id}`); without a bound, a megabyte id passed within the admin body limit.
  */
-export const MAX_NAME_LENGTH = 128
+const MAX_NAME_LENGTH = 128
 const nameRule = (value: string): string | null => {
   if (value.length > MAX_NAME_LENGTH) return `must be at most ${MAX_NAME_LENGTH} characters (it has ${value.length})`
   return NAME.test(value) ? null : 'must use only letters, digits, ".", "_" and "-"'
@@ -232,8 +232,10 @@ const upstream = object('an upstream object with "targets"', {
   errorPage: optional(filePathOrNull),
 })
 
+const routeId = string('a non-empty route id', nameRule)
+
 const route = object('a route object', {
-  id: required(string('a non-empty route id', nameRule)),
+  id: required(routeId),
   host: optional(hostPattern),
   pathPrefix: optional(string('a path prefix starting with "/"', pathPrefixProblem)),
   upstream: optional(string('an upstream name')),
@@ -344,6 +346,13 @@ export function validateRoute(
   return ctx.issues
 }
 
+/** The problems with a route id on its own (the `{id}` of `/routes/{id}`), at `path`. */
+export function validateRouteId(id: unknown, path: string): ConfigIssue[] {
+  const ctx: Context = { issues: [], allowMetadataTargets: false }
+  routeId.check(id, path, ctx)
+  return ctx.issues
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rules across fields and entries (run after the shape checks, on whatever is well-shaped)
 
@@ -447,7 +456,7 @@ function checkRoute(r: unknown, path: string, upstreamNames: ReadonlySet<string>
  * headers together). 8192 keeps every prefix a client can count on reaching. Fixed, not derived
  * from maxHeaderBytes, so that a reload lowering that limit cannot make stored admin routes invalid.
  */
-export const MAX_PATH_PREFIX_LENGTH = 8192
+const MAX_PATH_PREFIX_LENGTH = 8192
 
 function pathPrefixProblem(value: string): string | null {
   if (value.length > MAX_PATH_PREFIX_LENGTH) return `must be at most ${MAX_PATH_PREFIX_LENGTH} characters (it has ${value.length})`
@@ -624,7 +633,7 @@ function report(ctx: Context, path: string, message: string): void {
 }
 
 /** The bad value as the user wrote it: JSON, shortened. */
-function show(value: unknown): string {
+export function show(value: unknown): string {
   if (value === undefined) return 'nothing'
   let text: string
   try {

@@ -173,6 +173,50 @@ describe('PUT and DELETE /routes/{id}', () => {
   })
 })
 
+describe('length limits on route ids and path prefixes', () => {
+  const tooLong = `must be at most 128 characters (it has 129), got "${'i'.repeat(56)}...`
+
+  it('accepts a 128-character id and refuses 129 in a PUT /routes body, naming the path', async () => {
+    const g = await start()
+    const ok = await admin(g, 'PUT', '/routes', { body: { routes: [{ id: 'i'.repeat(128), pathPrefix: '/i', upstream: 'master' }] } })
+    expect(ok.status).toBe(200)
+    const bad = await admin(g, 'PUT', '/routes', { body: { routes: [{ id: 'i'.repeat(129), pathPrefix: '/i', upstream: 'master' }] } })
+    expect(bad.status).toBe(400)
+    expect(bad.json.errors).toEqual([{ path: 'routes[0].id', message: tooLong }])
+  })
+
+  it('refuses a 129-character id in the URL of PUT, DELETE and GET /routes/{id} with the schema message', async () => {
+    const g = await start()
+    const url = `/routes/${'i'.repeat(128)}`
+    expect((await admin(g, 'PUT', url, { body: { pathPrefix: '/i', upstream: 'master' } })).status).toBe(201)
+    expect((await admin(g, 'GET', url)).status).toBe(200)
+    expect((await admin(g, 'DELETE', url)).status).toBe(200)
+    const before = await admin(g, 'GET', '/routes')
+    for (const method of ['PUT', 'DELETE', 'GET']) {
+      const res = await admin(g, method, `${url}i`, method === 'PUT' ? { body: { pathPrefix: '/i', upstream: 'master' } } : {})
+      expect(res.status, method).toBe(400)
+      expect(res.json.errors, method).toEqual([{ path: 'id', message: tooLong }])
+    }
+    expect((await admin(g, 'GET', '/routes')).json).toEqual(before.json)
+  })
+
+  it('accepts an 8192-character pathPrefix and refuses 8193', async () => {
+    const g = await start()
+    const prefix = (length: number) => `/${'p'.repeat(length - 1)}`
+    expect((await admin(g, 'PUT', '/routes/long', { body: { pathPrefix: prefix(8192), upstream: 'master' } })).status).toBe(201)
+    const bad = await admin(g, 'PUT', '/routes/long', { body: { pathPrefix: prefix(8193), upstream: 'master' } })
+    expect(bad.status).toBe(400)
+    expect(bad.json.errors).toEqual([{ path: 'pathPrefix', message: `must be at most 8192 characters (it has 8193), got "/${'p'.repeat(55)}...` }])
+  })
+
+  it('shortens a body id that does not match the URL in its message', async () => {
+    const g = await start()
+    const res = await admin(g, 'PUT', '/routes/one', { body: { id: 'x'.repeat(5000), upstream: 'master' } })
+    expect(res.status).toBe(400)
+    expect(res.json.errors).toEqual([{ path: 'id', message: `"${'x'.repeat(56)}... does not match the id in the URL ("one")` }])
+  })
+})
+
 describe('persistence', () => {
   it('keeps admin routes across a restart on the same state file', async () => {
     const g = await start()
