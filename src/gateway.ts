@@ -15,7 +15,7 @@ import { defaultCertificateHosts, ensureCertificates } from './listeners/certifi
 import { Engine, type EngineSettings } from './listeners/engine.js'
 import { Listener } from './listeners/listener.js'
 import { StartupError, bindError } from './listeners/startup-error.js'
-import { loadTlsContexts, type TlsContexts } from './listeners/tls-contexts.js'
+import { loadTlsContexts, newTicketKeys, type TlsContexts } from './listeners/tls-contexts.js'
 import { gatewayEvent } from './observability/channels.js'
 import type { LogSink } from './observability/event-log.js'
 import { Observability } from './observability/observability.js'
@@ -115,6 +115,8 @@ export interface StartOptions {
   cluster?: ClusterHooks
   /** How certificates and error pages are read (default: from disk). */
   read?: FileReader
+  /** The run's TLS session ticket keys (a worker gets the primary's); default: new ones. */
+  ticketKeys?: Buffer
 }
 
 export class Gateway {
@@ -147,6 +149,8 @@ export class Gateway {
     registry: EmbeddedRegistry | null,
     source: RegistrySource,
     errorPages: ReadonlyMap<string, string>,
+    /** Every TLS context of this run gets them, at start and at every reload. */
+    private readonly ticketKeys: Buffer,
   ) {
     const config = loaded.config
     this.errorPages = errorPages
@@ -191,7 +195,8 @@ export class Gateway {
       const created = await ensureCertificates(tlsConfigs, defaultCertificateHosts(config.workspaces.hostSuffix))
       for (const file of created) log(`created self-signed certificate file ${file} (replace it with a real certificate in production)`)
     }
-    const contexts = await loadAllTls(config, options.read)
+    const ticketKeys = options.ticketKeys ?? newTicketKeys()
+    const contexts = await loadAllTls(config, ticketKeys, options.read)
     if (!(contexts instanceof Map)) throw new StartupError(`invalid certificates:\n${contexts.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
     const store = await RegistryStore.open(config.stateFile)
     let lastRoutesVersion: number
@@ -221,7 +226,7 @@ export class Gateway {
     }
     const pages = await loadErrorPages(config, options.read)
     if (!(pages instanceof Map)) throw new StartupError(`invalid error pages:\n${pages.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
-    const gw = new Gateway(loaded, store, registry, source, pages)
+    const gw = new Gateway(loaded, store, registry, source, pages, ticketKeys)
     running = gw
     if (role !== 'worker') {
       // The routes version goes on from the last one served before a restart, so that an
@@ -524,7 +529,7 @@ export class Gateway {
       return [{ path: '', message: (err as Error).message }]
     }
     const config = loaded.config
-    const contexts = await loadAllTls(config, files.read)
+    const contexts = await loadAllTls(config, this.ticketKeys, files.read)
     if (!(contexts instanceof Map)) return contexts
     const pages = await loadErrorPages(config, files.read)
     if (!(pages instanceof Map)) return pages
@@ -724,13 +729,13 @@ async function releaseListeners(added: readonly Listener[], displaced: readonly 
   }
 }
 
-async function loadAllTls(config: GatewayConfig, read: FileReader = readFromDisk): Promise<Map<string, TlsContexts> | ConfigIssue[]> {
+async function loadAllTls(config: GatewayConfig, ticketKeys: Buffer, read: FileReader = readFromDisk): Promise<Map<string, TlsContexts> | ConfigIssue[]> {
   const out = new Map<string, TlsContexts>()
   const issues: ConfigIssue[] = []
   for (let i = 0; i < config.listeners.length; i++) {
     const lc = config.listeners[i]
     if (lc.tls === undefined) continue
-    const result = await loadTlsContexts(lc.tls, `listeners[${i}].tls`, read)
+    const result = await loadTlsContexts(lc.tls, `listeners[${i}].tls`, ticketKeys, read)
     if (Array.isArray(result)) issues.push(...result)
     else out.set(lc.name, result)
   }

@@ -10,7 +10,7 @@ import { gatewayEvent } from '../observability/channels.js'
 import { ClientConnection, type ListenerContext } from './client-connection.js'
 import type { Engine } from './engine.js'
 import { bindError } from './startup-error.js'
-import { TLS_POLICY, type TlsContexts } from './tls-contexts.js'
+import type { TlsContexts } from './tls-contexts.js'
 
 export class Listener {
   readonly ctx: ListenerContext
@@ -43,8 +43,7 @@ export class Listener {
       this.server = tls.createServer({
         allowHalfOpen: true,
         noDelay: true,
-        ...TLS_POLICY,
-        ...contexts.defaultPem,
+        ...contexts.serverOptions,
         // A handshake is a request head of sorts: same deadline (slowloris on TLS).
         handshakeTimeout: engine.settings.timeouts.headersMs,
         SNICallback: (servername, cb) => {
@@ -82,11 +81,14 @@ export class Listener {
     this.ctx.redirectToHttps = next.redirectToHttps ?? null
   }
 
-  /** New certificates for the next handshakes; open connections keep theirs. */
+  /**
+   * New certificates for the next handshakes; open connections keep theirs. The ticket keys
+   * stay the run's, so sessions issued before still resume.
+   */
   setCertificates(contexts: TlsContexts): void {
     if (this.contexts === null) return
     this.contexts = contexts
-    ;(this.server as tls.Server).setSecureContext({ ...TLS_POLICY, ...contexts.defaultPem })
+    ;(this.server as tls.Server).setSecureContext(contexts.serverOptions)
   }
 
   get tls(): boolean {
