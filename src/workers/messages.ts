@@ -17,9 +17,11 @@ export type ToWorker =
   /**
    * The first answer to `hello`: the files of the last reload the primary committed (null: none
    * since start), so a worker (re)started after a reload runs what the others run, not whatever
-   * the files on disk say now.
+   * the files on disk say now; and the run's TLS session ticket keys (base64), so a client
+   * resumes its session whichever worker, restarted ones included, takes its next connection.
+   * The keys travel only here: never in the environment, a file or a log line.
    */
-  | { type: 'start-config'; files: WireFiles | null }
+  | { type: 'start-config'; files: WireFiles | null; ticketKeys: string }
   | { type: 'registry-snapshot'; snapshot: RegistrySnapshot }
   | { type: 'registry-event'; event: RegistryEvent }
   | { type: 'admin-routes'; routes: readonly RouteConfig[] }

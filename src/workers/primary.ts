@@ -11,6 +11,7 @@ import type { FileSnapshot, WireFiles } from '../config/file-snapshot.js'
 import type { ConfigIssue, LoadedConfig } from '../config/load.js'
 import type { RouteConfig } from '../config/types.js'
 import { Gateway, type ClusterHooks, type ReloadVote } from '../gateway.js'
+import { newTicketKeys } from '../listeners/tls-contexts.js'
 import type { LogSink } from '../observability/event-log.js'
 import { gatewayEvent } from '../observability/channels.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
@@ -57,7 +58,13 @@ export class WorkerPool implements ClusterHooks {
   /** The files of the last reload committed everywhere; null: none since start. */
   private committedFiles: WireFiles | null = null
 
-  constructor(private readonly count: number, private readonly log: LogSink, options: PoolOptions = {}) {
+  constructor(
+    private readonly count: number,
+    private readonly log: LogSink,
+    /** The run's TLS session ticket keys, the same for every worker it ever starts. */
+    private readonly ticketKeys: Buffer,
+    options: PoolOptions = {},
+  ) {
     this.askTimeoutMs = options.askTimeoutMs ?? ASK_TIMEOUT_MS
   }
 
@@ -83,7 +90,7 @@ export class WorkerPool implements ClusterHooks {
         const m = message as ToPrimary
         switch (m.type) {
           case 'hello': {
-            this.sendTo(worker, { type: 'start-config', files: this.committedFiles })
+            this.sendTo(worker, { type: 'start-config', files: this.committedFiles, ticketKeys: this.ticketKeys.toString('base64') })
             const registry = this.gateway?.registry
             if (registry) void registry.list().then((snapshot) => this.sendTo(worker, { type: 'registry-snapshot', snapshot }))
             return
@@ -251,8 +258,11 @@ export function workerCount(workers: number | 'auto', cores: number): number {
 /** Starts the primary and its workers; resolves with the running pieces. */
 export async function startPrimary(loaded: LoadedConfig, count: number, log: LogSink, options: PoolOptions = {}): Promise<{ gateway: Gateway; pool: WorkerPool }> {
   cluster.schedulingPolicy = cluster.SCHED_NONE
-  const pool = new WorkerPool(count, log, options)
-  const gateway = await Gateway.start(loaded, { role: 'primary', cluster: pool, log })
+  // Made once here and handed to every worker: workers share each listening socket, so a
+  // client's next connection may land on any of them.
+  const ticketKeys = newTicketKeys()
+  const pool = new WorkerPool(count, log, ticketKeys, options)
+  const gateway = await Gateway.start(loaded, { role: 'primary', cluster: pool, log, ticketKeys })
   pool.attach(gateway)
   try {
     await pool.start()

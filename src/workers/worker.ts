@@ -3,9 +3,10 @@
 // purges, reloads, shutdown). Signals are the primary's business: a Ctrl-C reaches the whole
 // process group, and the primary decides how its workers stop.
 
-import { FileSnapshot, type WireFiles } from '../config/file-snapshot.js'
+import { FileSnapshot } from '../config/file-snapshot.js'
 import { loadConfigFile, type LoadedConfig } from '../config/load.js'
 import { Gateway } from '../gateway.js'
+import { TICKET_KEYS_BYTES } from '../listeners/tls-contexts.js'
 import type { LogSink } from '../observability/event-log.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 import { ReloadFollower } from './reload-follower.js'
@@ -21,6 +22,8 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     p.then((v) => { clearTimeout(timer); resolve(v) }, (e: unknown) => { clearTimeout(timer); reject(e as Error) })
   })
 }
+
+type StartConfig = Extract<ToWorker, { type: 'start-config' }>
 
 function send(message: ToPrimary): void {
   process.send?.(message)
@@ -43,11 +46,11 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
   }
   let follower: ReloadFollower | null = null
   const reloads = (g: Gateway): ReloadFollower => (follower ??= new ReloadFollower(g, send))
-  let gotStartConfig: (files: WireFiles | null) => void = () => {}
-  const startConfig = new Promise<WireFiles | null>((resolve) => { gotStartConfig = resolve })
+  let gotStartConfig: (message: StartConfig) => void = () => {}
+  const startConfig = new Promise<StartConfig>((resolve) => { gotStartConfig = resolve })
   const handle = (message: ToWorker): void => {
     if (gw === null) {
-      if (message.type === 'start-config') gotStartConfig(message.files)
+      if (message.type === 'start-config') gotStartConfig(message)
       else if (message.type === 'registry-snapshot') replica?.applySnapshot(message.snapshot)
       else if (message.type === 'drain') stop()
       else early.push(message)
@@ -100,11 +103,13 @@ export async function runWorker(loaded: LoadedConfig, log: LogSink): Promise<num
   // The primary is gone (killed, crashed): finish what is in flight and leave.
   process.on('disconnect', stop)
   try {
-    const files = await within(startConfig, START_CONFIG_TIMEOUT_MS, 'the primary sent no start-config')
+    const start = await within(startConfig, START_CONFIG_TIMEOUT_MS, 'the primary sent no start-config')
+    const ticketKeys = Buffer.from(start.ticketKeys, 'base64')
+    if (ticketKeys.length !== TICKET_KEYS_BYTES) throw new Error(`the primary sent ${ticketKeys.length} bytes of session ticket keys, not ${TICKET_KEYS_BYTES}`)
     // After a reload: the files the primary committed, not what is on disk now.
-    const snapshot = files === null ? null : FileSnapshot.fromWire(files)
+    const snapshot = start.files === null ? null : FileSnapshot.fromWire(start.files)
     const config = snapshot === null ? loaded : await loadConfigFile(loaded.file, snapshot.read)
-    gw = await Gateway.start(config, { role: 'worker', registrySource: replica, log, read: snapshot?.read })
+    gw = await Gateway.start(config, { role: 'worker', registrySource: replica, log, read: snapshot?.read, ticketKeys })
   } catch (err) {
     send({ type: 'failed', message: (err as Error).message })
     return 1
