@@ -34,6 +34,11 @@ export class AdminServer {
     this.server = http.createServer({ requireHostHeader: false }, (req, res) => this.handle(req, res))
     this.server.headersTimeout = 10_000
     this.server.requestTimeout = 30_000
+    // A client may send its FIN right after its request (`printf ... | nc -N`). By default node
+    // then ends the connection at once: a change was made and its answer never sent. Half-open,
+    // the answer goes out first, then the connection ends. (Not in node's typings, but read by
+    // its HTTP server, lib/_http_server.js; a body cut short by the FIN is still a 400.)
+    ;(this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.refuseMalformed(err, socket))
   }
 

@@ -1,12 +1,13 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import type http from 'node:http'
+import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { loadConfigFile } from '../../src/config/load.js'
 import { Gateway } from '../../src/gateway.js'
 import { StartupError } from '../../src/listeners/startup-error.js'
 import { startGateway, type TestGateway } from '../helpers/gateway.js'
 import { httpUpstream, type TestServer } from '../helpers/upstream.js'
-import { admin } from './admin-client.js'
+import { admin, adminPort } from './admin-client.js'
 
 let gw: TestGateway | null = null
 let up: TestServer<http.Server> | null = null
@@ -268,5 +269,26 @@ describe('persistence', () => {
     expect(err).toBeInstanceOf(StartupError)
     expect((err as Error).message).toContain(stateFile)
     expect((err as Error).message).toContain('routes[1].targets[0]')
+  })
+})
+
+describe('a client that half-closes after its request', () => {
+  // `printf 'PUT ...' | nc -N`: the FIN follows the last body byte. Node's HTTP server ends such
+  // a connection at once by default, so the change was made and its answer never sent.
+  it('still gets the answer to a change, and the change is made once', async () => {
+    const g = await start()
+    const body = JSON.stringify({ routes: [{ id: 'api', pathPrefix: '/api', targets: [up!.target] }] })
+    const socket = net.connect(adminPort(g), '127.0.0.1')
+    socket.on('error', () => {})
+    const chunks: Buffer[] = []
+    socket.on('data', (d: Buffer) => chunks.push(d))
+    const closed = new Promise((r) => socket.once('close', r))
+    socket.end(`PUT /routes HTTP/1.1\r\nHost: 127.0.0.1:${adminPort(g)}\r\nAuthorization: Bearer test-admin-token\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    await closed
+    const raw = Buffer.concat(chunks).toString('latin1')
+    expect(raw).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+    expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)).routes.map((r: { id: string }) => r.id)).toEqual(['master', 'api'])
+    expect((await admin(g, 'GET', '/routes')).json.routes).toHaveLength(2)
   })
 })
