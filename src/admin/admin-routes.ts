@@ -11,10 +11,12 @@ import { validateRoutes } from '../config/validate.js'
 /**
  * `routes` checked against `config` (upstream names, config route ids, metadata targets);
  * `path` is the JSON path of the array (`routes`). The routes come back with defaults applied.
+ * Routes before `firstWritten` are ones stored earlier, kept as they are: the length bounds on
+ * ids and prefixes (newer than some state files) apply only to what a request writes now.
  */
-export function checkAdminRoutes(routes: unknown, path: string, config: GatewayConfig): { routes: RouteConfig[] } | { errors: ConfigIssue[] } {
+export function checkAdminRoutes(routes: unknown, path: string, config: GatewayConfig, firstWritten = 0): { routes: RouteConfig[] } | { errors: ConfigIssue[] } {
   const withDefaults = Array.isArray(routes) ? routes.map(withRouteDefaults) : routes
-  const errors = validateRoutes(withDefaults, path, new Set(Object.keys(config.upstreams)), config.admin.allowMetadataTargets)
+  const errors = validateRoutes(withDefaults, path, new Set(Object.keys(config.upstreams)), config.admin.allowMetadataTargets, firstWritten)
   if (Array.isArray(withDefaults)) {
     const configIds = new Set(config.routes.map((r) => r.id))
     withDefaults.forEach((r, i) => {
@@ -30,7 +32,7 @@ export function checkAdminRoutes(routes: unknown, path: string, config: GatewayC
 /** The admin routes section of the state file, checked; throws an Error naming the file and each bad path. */
 export function storedAdminRoutes(section: unknown, stateFile: string, config: GatewayConfig): RouteConfig[] {
   if (section === undefined) return []
-  const checked = checkAdminRoutes(section, 'routes', config)
+  const checked = checkAdminRoutes(section, 'routes', config, Infinity)
   if ('routes' in checked) return checked.routes
   const lines = checked.errors.map((e) => `  ${stateFile}: ${e.path}: ${e.message}`)
   throw new Error(`the admin routes stored in the state file ${stateFile} are invalid:\n${lines.join('\n')}\n` +

@@ -60,7 +60,7 @@ export async function prepareAdminReload(
   const token = adminApi ? await resolveAdminToken(next.admin, current.stateFile, env, { generate: loopback }) : null
   if (Array.isArray(token)) errors.push(...token)
   else if (token?.source === 'generated' && !loopback) errors.push({ path: 'admin.token', message: beyondLoopback(current.admin.host).message })
-  const routes = checkAdminRoutes(adminRoutes, 'routes', next)
+  const routes = checkAdminRoutes(adminRoutes, 'routes', next, Infinity)
   if ('errors' in routes) {
     for (const e of routes.errors) errors.push({ path: `stateFile.${e.path}`, message: `admin route: ${e.message}` })
   }

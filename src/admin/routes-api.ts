@@ -57,10 +57,13 @@ export class RoutesApi {
     switch (method) {
       case 'GET':
       case 'HEAD': {
-        if (refusedId(res, id)) return
         const found = this.gateway.routes().routes.find((r) => r.id === id)
-        if (found === undefined) sendErrors(res, 404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])
-        else sendJson(res, 200, { version: this.gateway.version, route: found }, this.etag())
+        if (found === undefined) {
+          const missing = noSuchRoute(id)
+          sendErrors(res, missing.status, missing.issues)
+        } else {
+          sendJson(res, 200, { version: this.gateway.version, route: found }, this.etag())
+        }
         return
       }
       case 'PUT':
@@ -133,7 +136,7 @@ export class RoutesApi {
       // Checked with this route last, so that a clash with another route is reported on this
       // one (the body), not on the other; then put back in its place.
       const others = current.filter((r) => r.id !== id)
-      const checked = checkAdminRoutes([...others, route], 'routes', this.gateway.config)
+      const checked = checkAdminRoutes([...others, route], 'routes', this.gateway.config, others.length)
       if ('errors' in checked) throw new Refusal(400, checked.errors.map((e) => relativeTo(e, `routes[${others.length}]`)))
       const routes = checked.routes.slice(0, -1)
       routes.splice(created ? routes.length : at, 0, checked.routes[others.length])
@@ -144,10 +147,12 @@ export class RoutesApi {
   /** DELETE /routes/{id}: admin routes only. */
   private async deleteOne(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
     if (!await readIgnoredBody(req, res, ROUTE_BODY_BYTES)) return
-    if (refusedId(res, id)) return
     await this.change(req, res, 200, (current) => {
       this.refuseConfigRoute(id, 'deleted')
-      if (!current.some((r) => r.id === id)) throw new Refusal(404, [{ path: 'id', message: `no route with id ${JSON.stringify(id)}` }])
+      if (!current.some((r) => r.id === id)) {
+        const missing = noSuchRoute(id)
+        throw new Refusal(missing.status, missing.issues)
+      }
       return current.filter((r) => r.id !== id)
     })
   }
@@ -209,14 +214,14 @@ function relativeTo(issue: ConfigIssue, prefix: string): ConfigIssue {
 }
 
 /**
- * Answers 400 when `id` is no possible route id (config/validate.ts's rule, so the message is the
- * schema's). PUT needs no call: its id is checked with the rest of the route, all problems at once.
+ * The answer for an id no route has: 400 when no route could have it (config/validate.ts's rule,
+ * so the message is the schema's), else 404. Looked up first, so a route stored before the id
+ * bounds existed can still be read and deleted. PUT checks its id with the rest of the route.
  */
-function refusedId(res: ServerResponse, id: string): boolean {
+function noSuchRoute(id: string): { status: number; issues: ConfigIssue[] } {
   const problems = validateRouteId(id, 'id')
-  if (problems.length === 0) return false
-  sendErrors(res, 400, problems)
-  return true
+  if (problems.length > 0) return { status: 400, issues: problems }
+  return { status: 404, issues: [{ path: 'id', message: `no route with id ${show(id)}` }] }
 }
 
 function methodNotAllowed(res: ServerResponse, method: string, allow: string): void {

@@ -12,6 +12,11 @@ export type { ConfigIssue }
 interface Context {
   readonly issues: ConfigIssue[]
   readonly allowMetadataTargets: boolean
+  /**
+   * Whether route ids and path prefixes must keep to their length bounds: false for admin
+   * routes stored before the bounds existed, which must still load (and can be deleted).
+   */
+  lengthBounds: boolean
 }
 
 interface Schema {
@@ -169,8 +174,8 @@ const NAME = /^[A-Za-z0-9._-]+$/
  * (`PUT /routes/{id}`); without a bound, a megabyte id passed within the admin body limit.
  */
 const MAX_NAME_LENGTH = 128
-const nameRule = (value: string): string | null => {
-  if (value.length > MAX_NAME_LENGTH) return `must be at most ${MAX_NAME_LENGTH} characters (it has ${value.length})`
+const nameRule = (value: string, ctx?: Context): string | null => {
+  if (value.length > MAX_NAME_LENGTH && ctx?.lengthBounds !== false) return `must be at most ${MAX_NAME_LENGTH} characters (it has ${value.length})`
   return NAME.test(value) ? null : 'must use only letters, digits, ".", "_" and "-"'
 }
 
@@ -313,7 +318,7 @@ const configSchema = object('a JSON object', {
 /** Every problem in a config that already has its defaults applied (config/defaults.ts). */
 export function validateConfig(config: unknown): ConfigIssue[] {
   const admin = isPlainObject(config) && isPlainObject(config.admin) ? config.admin : {}
-  const ctx: Context = { issues: [], allowMetadataTargets: admin.allowMetadataTargets === true }
+  const ctx: Context = { issues: [], allowMetadataTargets: admin.allowMetadataTargets === true, lengthBounds: true }
   configSchema.check(config, '', ctx)
   if (!isPlainObject(config)) return ctx.issues
   checkListeners(config.listeners, config.admin, ctx)
@@ -329,9 +334,19 @@ export function validateConfig(config: unknown): ConfigIssue[] {
  */
 export function validateRoutes(
   routes: unknown, pathPrefix: string, upstreamNames: ReadonlySet<string>, allowMetadataTargets: boolean,
+  /** Routes before this index were stored earlier: they are not held to the length bounds. */
+  firstWritten = 0,
 ): ConfigIssue[] {
-  const ctx: Context = { issues: [], allowMetadataTargets }
-  array(route, 'of route objects').check(routes, pathPrefix, ctx)
+  const ctx: Context = { issues: [], allowMetadataTargets, lengthBounds: true }
+  if (Array.isArray(routes)) {
+    routes.forEach((r, i) => {
+      ctx.lengthBounds = i >= firstWritten
+      route.check(r, `${pathPrefix}[${i}]`, ctx)
+    })
+    ctx.lengthBounds = true
+  } else {
+    array(route, 'of route objects').check(routes, pathPrefix, ctx)
+  }
   checkRouteSet(routes, pathPrefix, upstreamNames, ctx)
   return ctx.issues
 }
@@ -340,7 +355,7 @@ export function validateRoutes(
 export function validateRoute(
   value: unknown, path: string, upstreamNames: ReadonlySet<string>, allowMetadataTargets: boolean,
 ): ConfigIssue[] {
-  const ctx: Context = { issues: [], allowMetadataTargets }
+  const ctx: Context = { issues: [], allowMetadataTargets, lengthBounds: true }
   route.check(value, path, ctx)
   checkRoute(value, path, upstreamNames, ctx)
   return ctx.issues
@@ -348,7 +363,7 @@ export function validateRoute(
 
 /** The problems with a route id on its own (the `{id}` of `/routes/{id}`), at `path`. */
 export function validateRouteId(id: unknown, path: string): ConfigIssue[] {
-  const ctx: Context = { issues: [], allowMetadataTargets: false }
+  const ctx: Context = { issues: [], allowMetadataTargets: false, lengthBounds: true }
   routeId.check(id, path, ctx)
   return ctx.issues
 }
@@ -458,8 +473,8 @@ function checkRoute(r: unknown, path: string, upstreamNames: ReadonlySet<string>
  */
 const MAX_PATH_PREFIX_LENGTH = 8192
 
-function pathPrefixProblem(value: string): string | null {
-  if (value.length > MAX_PATH_PREFIX_LENGTH) return `must be at most ${MAX_PATH_PREFIX_LENGTH} characters (it has ${value.length})`
+function pathPrefixProblem(value: string, ctx: Context): string | null {
+  if (value.length > MAX_PATH_PREFIX_LENGTH && ctx.lengthBounds) return `must be at most ${MAX_PATH_PREFIX_LENGTH} characters (it has ${value.length})`
   if (!value.startsWith('/')) return 'must start with "/"'
   if (/[?#\s]/.test(value)) return 'must not contain "?", "#" or whitespace'
   return null
