@@ -135,6 +135,7 @@ function parseRequestLine(b: Uint8Array, s: string, eol: number, head: RequestHe
   let sp2 = sp1 + 1
   while (sp2 < eol && TARGET[b[sp2]] === 1) sp2++
   if (sp2 >= eol || sp2 === sp1 + 1) throw new HeadError('malformed', 'a malformed request line (HTTP/0.9 is not supported)')
+  if (b[sp2] === 0x23) throw new HeadError('malformed', 'a fragment ("#...") in the request target')
   if (b[sp2] !== 32) throw new HeadError('malformed', 'an invalid character in the request target')
   const method = s.slice(0, sp1)
   let target = s.slice(sp1 + 1, sp2)
@@ -159,7 +160,7 @@ function parseRequestLine(b: Uint8Array, s: string, eol: number, head: RequestHe
     let authEnd = target.length
     for (let i = schemeEnd; i < target.length; i++) {
       const c = target.charCodeAt(i)
-      if (c === 0x2f || c === 0x3f || c === 0x23) { authEnd = i; break }
+      if (c === 0x2f || c === 0x3f) { authEnd = i; break }
     }
     const authority = target.slice(schemeEnd, authEnd)
     if (authority.length === 0 || authority.includes('@') || !isValidHost(authority)) throw new HeadError('malformed', 'an invalid authority in the request target')

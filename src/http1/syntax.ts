@@ -12,9 +12,13 @@ for (let c = 0; c < 256; c++) {
 export const FIELD_VALUE = new Uint8Array(256)
 for (let c = 0; c < 256; c++) FIELD_VALUE[c] = c === 0x09 || (c >= 0x20 && c !== 0x7f) ? 1 : 0
 
-/** What a request-target may contain: VCHAR only (RFC 9112 section 3.2; no SP, no CTL, no obs-text). */
+/**
+ * What a request-target may contain: VCHAR only (RFC 9112 section 3.2; no SP, no CTL, no
+ * obs-text), and no "#": a fragment is never part of a request-target (RFC 9112 section 3.2,
+ * RFC 3986 section 3.5); passed on, it reaches the upstream as part of the path or query.
+ */
 export const TARGET = new Uint8Array(256)
-for (let c = 0x21; c < 0x7f; c++) TARGET[c] = 1
+for (let c = 0x21; c < 0x7f; c++) TARGET[c] = c === 0x23 ? 0 : 1
 
 /** Host header / authority characters: reg-name, IPv4, IP-literal and ":port" (RFC 3986 section 3.2.2). */
 export const AUTHORITY = new Uint8Array(256)

@@ -52,6 +52,8 @@ describe('request head parser', () => {
     ['space before colon', 'GET / HTTP/1.1\r\nHost: h\r\nX-A : 1'],
     ['NUL in a value', 'GET / HTTP/1.1\r\nHost: h\r\nX-A: a\u0000b'],
     ['space in the target', 'GET /a b HTTP/1.1\r\nHost: h'],
+    ['a fragment in the target', 'GET /a#b HTTP/1.1\r\nHost: h'],
+    ['a fragment in an absolute-form target', 'GET http://h#frag HTTP/1.1\r\nHost: h'],
     ['CONNECT', 'CONNECT a:443 HTTP/1.1\r\nHost: a:443'],
   ])('refuses %s', (_name, head) => {
     expect(kindOf(head)).toBe('malformed')

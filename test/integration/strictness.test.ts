@@ -91,6 +91,8 @@ const BAD_REQUESTS: [string, string][] = [
   ['a DEL in a header value', 'GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x7fb\r\n\r\n'],
   ['a space inside the request target', 'GET /a b HTTP/1.1\r\nHost: h\r\n\r\n'],
   ['a control character in the request target', 'GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n'],
+  ['a fragment in the request target', 'GET /a?b=1#frag HTTP/1.1\r\nHost: h\r\n\r\n'],
+  ['a fragment in an absolute-form target', 'GET http://h#frag HTTP/1.1\r\nHost: h\r\n\r\n'],
   ['two spaces after the method', 'GET  / HTTP/1.1\r\nHost: h\r\n\r\n'],
 ]
 

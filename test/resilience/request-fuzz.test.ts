@@ -558,7 +558,8 @@ function parseUpstream(s: string, connId: number, upgradedAt: number | undefined
     if (end === -1) return { requests, problem: `${where}: an incomplete head ${JSON.stringify(s.slice(pos, pos + 200))}` }
     const head = parseHead(s, pos, end, true)
     if (typeof head === 'string') return { requests, problem: `${where}: ${head} in ${JSON.stringify(s.slice(pos, end + 4))}` }
-    const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/1\.([01])$/.exec(head.startLine)
+    // The target: VCHARs, no "#" (a fragment is never part of a request-target).
+    const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21\x22\x24-\x7e]+) HTTP\/1\.([01])$/.exec(head.startLine)
     if (m === null) return { requests, problem: `${where}: a malformed request line ${JSON.stringify(head.startLine)}` }
     const hosts = head.all('host').length
     if (hosts > 1 || (hosts === 0 && m[3] === '1')) return { requests, problem: `${where}: ${hosts} Host fields in HTTP/1.${m[3]}` }
