@@ -711,9 +711,13 @@ async function probeNewAddresses(next: readonly ListenerConfig[], current: reado
   return issues
 }
 
-/** The same listening socket will do: same address, and HTTP or HTTPS as before. */
+/**
+ * The same listening socket will do: same address, HTTP or HTTPS as before, and PROXY protocol
+ * headers read or not as before (the trusted addresses change in place).
+ */
 function sameSocket(a: ListenerConfig, b: ListenerConfig): boolean {
-  return a.port === b.port && a.host === b.host && (a.tls === undefined) === (b.tls === undefined)
+  return a.port === b.port && a.host === b.host && (a.tls === undefined) === (b.tls === undefined) &&
+    (a.proxyProtocol === undefined) === (b.proxyProtocol === undefined)
 }
 
 /**

@@ -23,6 +23,13 @@ export interface ListenerConfig {
   readonly tls?: TlsConfig
   /** Present: plain-HTTP requests are redirected to HTTPS, but for routes with `allowHttp`. */
   readonly redirectToHttps?: HttpsRedirectConfig
+  /** Present: every connection starts with a PROXY protocol header (v1 or v2) from one of these. */
+  readonly proxyProtocol?: ProxyProtocolConfig
+}
+
+export interface ProxyProtocolConfig {
+  /** IP addresses and CIDR ranges of the load balancers that may send the header. */
+  readonly trustedProxies: readonly string[]
 }
 
 export interface HttpsRedirectConfig {

@@ -212,6 +212,10 @@ const redirectToHttps = object('an object with the HTTPS "port" and "permanent"'
   permanent: optional(boolean),
 })
 
+const proxyProtocol = object('an object with "trustedProxies"', {
+  trustedProxies: required(array(string('an IP address or CIDR range', trustedProxyProblem), 'of IP addresses or CIDR ranges', { nonEmpty: true })),
+})
+
 const listener = object('a listener object', {
   name: required(string('a non-empty listener name', nameRule)),
   port: required(port),
@@ -219,6 +223,7 @@ const listener = object('a listener object', {
   workspacesOnly: optional(boolean),
   tls: optional(tls),
   redirectToHttps: optional(redirectToHttps),
+  proxyProtocol: optional(proxyProtocol),
 })
 
 const healthCheck = object('a health check object with "path"', {
@@ -478,6 +483,18 @@ function pathPrefixProblem(value: string, ctx: Context): string | null {
   if (!value.startsWith('/')) return 'must start with "/"'
   if (/[?#\s]/.test(value)) return 'must not contain "?", "#" or whitespace'
   return null
+}
+
+/** "10.0.0.1", "10.0.0.0/8", "::1", "fd00::/8": who may send a PROXY protocol header. */
+function trustedProxyProblem(value: string): string | null {
+  const slash = value.indexOf('/')
+  const address = slash === -1 ? value : value.slice(0, slash)
+  const v4 = isIPv4(address)
+  if (!v4 && !(isIPv6(address) && !address.includes('%'))) return 'must be an IP address or a CIDR range ("10.0.0.0/8", "fd00::/8")'
+  if (slash === -1) return null
+  const bits = value.slice(slash + 1)
+  const max = v4 ? 32 : 128
+  return /^(0|[1-9][0-9]{0,2})$/.test(bits) && Number(bits) <= max ? null : `must have a prefix length from 0 to ${max} after "/"`
 }
 
 function hostPatternProblem(value: string): string | null {

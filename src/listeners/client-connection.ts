@@ -98,9 +98,10 @@ export class ClientConnection implements ResponseSink, Expirable {
   private bytesIn = 0
   private bytesOut = 0
 
-  constructor(readonly socket: Socket, readonly ctx: ListenerContext) {
+  /** `clientAddress`: the peer's, or the one a PROXY protocol header named. */
+  constructor(readonly socket: Socket, readonly ctx: ListenerContext, clientAddress: string) {
     const engine = ctx.engine
-    this.clientAddress = socket.remoteAddress ?? 'unknown'
+    this.clientAddress = clientAddress
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('end', () => this.onClientEnd())

@@ -9,12 +9,22 @@ import { GatewayError, renderError } from '../errors.js'
 import { gatewayEvent } from '../observability/channels.js'
 import { ClientConnection, type ListenerContext } from './client-connection.js'
 import type { Engine } from './engine.js'
+import { readProxyHeader, trustList } from './proxy-protocol.js'
 import { bindError } from './startup-error.js'
 import type { TlsContexts } from './tls-contexts.js'
 
 export class Listener {
   readonly ctx: ListenerContext
+  /** Makes ClientConnections of the connections it is given (TLS: once their handshake is done). */
   private readonly server: net.Server
+  /** The socket that listens: `server`, or with `proxyProtocol` one that reads the header first. */
+  private readonly front: net.Server
+  /** With `proxyProtocol`: who may connect (and must send the header); else null. */
+  private trusted: net.BlockList | null
+  /** With `proxyProtocol`: TCP sockets whose header has not come in yet. */
+  private readonly awaitingHeader = new Set<net.Socket>()
+  /** With `proxyProtocol`: the client address each TCP socket's header named. */
+  private readonly proxiedFrom = new WeakMap<net.Socket, string>()
   /** TLS only: raw sockets whose handshake has not completed. */
   private readonly handshaking = new Set<net.Socket>()
   /**
@@ -62,9 +72,38 @@ export class Listener {
         raw.once('end', () => { if (this.handshaking.has(raw)) raw.destroy() })
       })
     }
-    this.server.on('error', (err) => {
+    const proxy = config.proxyProtocol
+    this.trusted = proxy === undefined ? null : trustList(proxy.trustedProxies)
+    this.front = proxy === undefined ? this.server : net.createServer({ allowHalfOpen: true, noDelay: true }, (raw) => this.proxied(raw))
+    this.front.on('error', (err) => {
       if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'listener_error', listener: config.name, message: err.message })
     })
+  }
+
+  /**
+   * A connection to a `proxyProtocol` listener: from a trusted balancer, and its PROXY header
+   * first; then it goes on as any other, with the header's client address.
+   */
+  private proxied(raw: net.Socket): void {
+    const peer = raw.remoteAddress ?? ''
+    if (!this.trusted!.check(peer, raw.remoteFamily === 'IPv6' ? 'ipv6' : 'ipv4')) {
+      raw.destroy()
+      this.proxyRefused(peer, 'the peer is not in trustedProxies')
+      return
+    }
+    this.awaitingHeader.add(raw)
+    raw.once('close', () => this.awaitingHeader.delete(raw))
+    readProxyHeader(raw, this.ctx.engine.settings.timeouts.headersMs, (clientAddress) => {
+      this.awaitingHeader.delete(raw)
+      this.proxiedFrom.set(raw, clientAddress)
+      // node's TLS server wraps it as it wraps the sockets it accepts itself
+      if (this.contexts !== null) this.server.emit('connection', raw)
+      else this.accept(raw)
+    }, (message) => this.proxyRefused(peer, message))
+  }
+
+  private proxyRefused(peer: string, message: string): void {
+    if (gatewayEvent.hasSubscribers) gatewayEvent.publish({ event: 'proxy_protocol_refused', listener: this.config.name, peer, message })
   }
 
   get config(): ListenerConfig {
@@ -78,6 +117,7 @@ export class Listener {
   adopt(next: ListenerConfig): void {
     this.settings = next
     this.ctx.workspacesOnly = next.workspacesOnly
+    if (next.proxyProtocol !== undefined) this.trusted = trustList(next.proxyProtocol.trustedProxies)
     this.ctx.redirectToHttps = next.redirectToHttps ?? null
   }
 
@@ -103,10 +143,10 @@ export class Listener {
     const { host, port } = this.settings
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => reject(bindError(`listener "${this.config.name}"`, host, port, err))
-      this.server.once('error', onError)
-      this.server.listen({ host, port, backlog: 4096 }, () => {
-        this.server.off('error', onError)
-        const addr = this.server.address() as net.AddressInfo
+      this.front.once('error', onError)
+      this.front.listen({ host, port, backlog: 4096 }, () => {
+        this.front.off('error', onError)
+        const addr = this.front.address() as net.AddressInfo
         this.ctx.port = addr.port
         resolve()
       })
@@ -114,7 +154,7 @@ export class Listener {
   }
 
   address(): net.AddressInfo {
-    return this.server.address() as net.AddressInfo
+    return this.front.address() as net.AddressInfo
   }
 
   /** Until `serve()`, accepted connections wait (a reload bound this listener; see `held`). */
@@ -136,6 +176,7 @@ export class Listener {
     // The TLS socket's transport (node's `_parent`, stable since node 0.11) is done shaking hands.
     const raw = (socket as net.Socket & { _parent?: net.Socket })._parent
     if (raw !== undefined) this.handshaking.delete(raw)
+    const clientAddress = this.trusted === null ? socket.remoteAddress ?? 'unknown' : this.proxiedFrom.get(raw ?? socket) ?? 'unknown'
     if (this.held !== null) {
       const held = this.held
       held.add(socket)
@@ -151,22 +192,22 @@ export class Listener {
     let limit = 'maxConnections'
     if (engine.draining) refusal = 'the gateway is shutting down'
     else if (engine.connections.size >= limits.maxConnections) refusal = `${limits.maxConnections} connections open`
-    else if (limits.maxConnectionsPerClient > 0 && (engine.perClient.get(socket.remoteAddress ?? '') ?? 0) >= limits.maxConnectionsPerClient) {
-      refusal = `${limits.maxConnectionsPerClient} connections open from ${socket.remoteAddress}`
+    else if (limits.maxConnectionsPerClient > 0 && (engine.perClient.get(clientAddress) ?? 0) >= limits.maxConnectionsPerClient) {
+      refusal = `${limits.maxConnectionsPerClient} connections open from ${clientAddress}`
       limit = 'maxConnectionsPerClient'
     }
     if (refusal !== null) {
-      this.refuse(socket, refusal, limit)
+      this.refuse(socket, refusal, limit, clientAddress)
       return
     }
-    new ClientConnection(socket, this.ctx)
+    new ClientConnection(socket, this.ctx, clientAddress)
   }
 
   /** Answers 503 over_capacity and closes, without reading anything from the client. */
-  private refuse(socket: net.Socket, why: string, limit: string): void {
+  private refuse(socket: net.Socket, why: string, limit: string, client: string): void {
     const engine = this.ctx.engine
     socket.on('error', () => socket.destroy())
-    if (gatewayEvent.hasSubscribers && !engine.draining) gatewayEvent.publish({ event: 'limit_hit', limit, listener: this.config.name, client: socket.remoteAddress })
+    if (gatewayEvent.hasSubscribers && !engine.draining) gatewayEvent.publish({ event: 'limit_hit', limit, listener: this.config.name, client })
     engine.refused++
     socket.end(renderError(new GatewayError('over_capacity', why), true))
     // A client that never reads the answer must not hold the socket.
@@ -178,8 +219,8 @@ export class Listener {
    * open; `listen()` takes it back.
    */
   async stopListening(): Promise<void> {
-    if (!this.server.listening) return
-    this.server.close()
+    if (!this.front.listening) return
+    this.front.close()
     // libuv closes the listening descriptor at once; one turn lets the close complete.
     await new Promise<void>((resolve) => setImmediate(resolve))
   }
@@ -189,9 +230,11 @@ export class Listener {
    * theirs is in flight); open connections are left to the caller.
    */
   close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const closed = new Promise<void>((resolve) => this.front.close(() => resolve()))
     for (const raw of this.handshaking) raw.destroy()
     this.handshaking.clear()
+    for (const raw of this.awaitingHeader) raw.destroy()
+    this.awaitingHeader.clear()
     for (const socket of this.held ?? []) socket.destroy()
     this.held = null
     return closed

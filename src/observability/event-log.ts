@@ -8,7 +8,7 @@ import { gatewayEvent } from './channels.js'
 /** The gateway's log sink: a message and structured fields (one JSON line on stderr by default). */
 export type LogSink = (message: string, fields?: Record<string, unknown>) => void
 
-const WARN_EVENTS = new Set(['limit_hit', 'upstream_down', 'listener_error', 'access_log_error', 'state_file_error', 'worker_restarted'])
+const WARN_EVENTS = new Set(['limit_hit', 'proxy_protocol_refused', 'upstream_down', 'listener_error', 'access_log_error', 'state_file_error', 'worker_restarted'])
 /** Lines per event name per second. */
 const BURST = 20
 

@@ -1657,8 +1657,9 @@ function makeConfigCase(n: number, base: unknown): ConfigCase {
 /** The documented keys (README "Configuration", the contract's example), by where they may appear. */
 const KNOWN_KEYS: Readonly<Record<string, readonly string[]>> = {
   '': ['listeners', 'upstreams', 'routes', 'workspaces', 'admin', 'timeouts', 'limits', 'stateFile', 'workers', 'accessLog'],
-  'listeners[]': ['name', 'port', 'host', 'workspacesOnly', 'tls', 'redirectToHttps'],
+  'listeners[]': ['name', 'port', 'host', 'workspacesOnly', 'tls', 'redirectToHttps', 'proxyProtocol'],
   'listeners[].redirectToHttps': ['port', 'permanent'],
+  'listeners[].proxyProtocol': ['trustedProxies'],
   'listeners[].tls': ['cert', 'key', 'sni'],
   'listeners[].tls.sni[]': ['hosts', 'cert', 'key'],
   'upstreams.*': ['targets', 'balance', 'maxFails', 'cooldownMs', 'healthCheck', 'errorPage'],
