@@ -112,6 +112,20 @@ function collect(socket: net.Socket | tls.TLSSocket): () => string {
   return () => Buffer.concat(chunks).toString('latin1')
 }
 
+/**
+ * `send` writes a PROXY header and a request for `path` on `socket` (as it likes: one write,
+ * several, a byte at a time); checks the answer is a 200 and returns the X-Forwarded-For the
+ * upstream saw on that request.
+ */
+async function servedOn(p: Proxied, socket: net.Socket, path: string, send: () => Promise<unknown> | void): Promise<string[]> {
+  const received = collect(socket)
+  const closed = socketClosed(socket)
+  await send()
+  await within(closed, 3000, 'the gateway to close after answering')
+  expect(finalResponse(received()).status).toBe(200)
+  return p.up.requests.find((r) => r.target === path)?.all('x-forwarded-for') ?? []
+}
+
 /** Writes `bytes` one at a time, each flushed to the kernel before the next (Nagle off). */
 async function trickle(socket: net.Socket, bytes: Buffer): Promise<void> {
   socket.setNoDelay(true)
@@ -177,13 +191,11 @@ describe('a listener with proxyProtocol, from a trusted proxy', () => {
   it('takes the client address from a v2 TCP4 header with TLVs, the request in a later write', async () => {
     const p = await proxied()
     const socket = await connectFrom(p.port)
-    const received = collect(socket)
-    const closed = socketClosed(socket)
-    await new Promise<void>((resolve) => socket.write(v2Tcp4('203.0.113.5', '198.51.100.2'), () => resolve()))
-    socket.write(request('/later'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests.map((r) => [r.target, r.all('x-forwarded-for')])).toEqual([['/later', ['203.0.113.5']]])
+    expect(await servedOn(p, socket, '/later', async () => {
+      await new Promise<void>((resolve) => socket.write(v2Tcp4('203.0.113.5', '198.51.100.2'), () => resolve()))
+      socket.write(request('/later'))
+    })).toEqual(['203.0.113.5'])
+    expect(p.up.requests).toHaveLength(1)
   })
 
   it('takes the client address from a v2 TCP6 header, in compressed form', async () => {
@@ -230,58 +242,39 @@ describe('a listener with proxyProtocol, from a trusted proxy', () => {
   it('reads a v1 header trickled one byte at a time', async () => {
     const p = await proxied()
     const socket = await connectFrom(p.port)
-    const received = collect(socket)
-    await trickle(socket, Buffer.from(v1('TCP4', '192.0.2.77', '198.51.100.2')))
-    const closed = socketClosed(socket)
-    socket.write(request('/trickled'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests.map((r) => [r.target, r.all('x-forwarded-for')])).toEqual([['/trickled', ['192.0.2.77']]])
+    expect(await servedOn(p, socket, '/trickled', async () => {
+      await trickle(socket, Buffer.from(v1('TCP4', '192.0.2.77', '198.51.100.2')))
+      socket.write(request('/trickled'))
+    })).toEqual(['192.0.2.77'])
+    expect(p.up.requests).toHaveLength(1)
   })
 
   it('reads a v2 header trickled one byte at a time', async () => {
     const p = await proxied()
     const socket = await connectFrom(p.port)
-    const received = collect(socket)
-    await trickle(socket, v2Tcp4('192.0.2.78', '198.51.100.2'))
-    const closed = socketClosed(socket)
-    socket.write(request('/trickled'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests.map((r) => [r.target, r.all('x-forwarded-for')])).toEqual([['/trickled', ['192.0.2.78']]])
+    expect(await servedOn(p, socket, '/trickled', async () => {
+      await trickle(socket, v2Tcp4('192.0.2.78', '198.51.100.2'))
+      socket.write(request('/trickled'))
+    })).toEqual(['192.0.2.78'])
+    expect(p.up.requests).toHaveLength(1)
   })
 
   it('trusts a proxy by CIDR range', async () => {
     const p = await proxied({ trustedProxies: ['10.0.0.0/8', '127.0.0.0/30'] })
     const socket = await connectFrom(p.port, '127.0.0.1', '127.0.0.2')
-    const received = collect(socket)
-    const closed = socketClosed(socket)
-    socket.write(v1('TCP4', '192.0.2.1', '198.51.100.2') + request('/cidr'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests[0].all('x-forwarded-for')).toEqual(['192.0.2.1'])
+    expect(await servedOn(p, socket, '/cidr', () => { socket.write(v1('TCP4', '192.0.2.1', '198.51.100.2') + request('/cidr')) })).toEqual(['192.0.2.1'])
   })
 
   it.skipIf(!HAS_IPV6)('matches an IPv4 peer seen as "::ffff:127.0.0.1" on a dual-stack listener against "127.0.0.1"', async () => {
     const p = await proxied(TRUST_LOOPBACK, {}, '::')
     const socket = await connectFrom(p.port, '127.0.0.1')
-    const received = collect(socket)
-    const closed = socketClosed(socket)
-    socket.write(v1('TCP4', '192.0.2.9', '198.51.100.2') + request('/dual'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests[0].all('x-forwarded-for')).toEqual(['192.0.2.9'])
+    expect(await servedOn(p, socket, '/dual', () => { socket.write(v1('TCP4', '192.0.2.9', '198.51.100.2') + request('/dual')) })).toEqual(['192.0.2.9'])
   })
 
   it.skipIf(!HAS_IPV6)('trusts an IPv6 proxy', async () => {
     const p = await proxied({ trustedProxies: ['fd00::/8', '::1'] }, {}, '::1')
     const socket = await connectFrom(p.port, '::1')
-    const received = collect(socket)
-    const closed = socketClosed(socket)
-    socket.write(v1('TCP4', '192.0.2.10', '198.51.100.2') + request('/v6'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
-    expect(p.up.requests[0].all('x-forwarded-for')).toEqual(['192.0.2.10'])
+    expect(await servedOn(p, socket, '/v6', () => { socket.write(v1('TCP4', '192.0.2.10', '198.51.100.2') + request('/v6')) })).toEqual(['192.0.2.10'])
   })
 })
 
@@ -381,19 +374,24 @@ describe('proxyProtocol on an HTTPS listener', () => {
     return { up, port: gw.port('https') }
   }
 
-  it('reads the PROXY header before the TLS handshake, and forwards the request with its address', async () => {
-    const p = await httpsProxied()
-    const socket = await connectFrom(p.port)
-    await new Promise<void>((resolve) => socket.write(v1('TCP4', '192.0.2.44', '198.51.100.2', 50000, 443), () => resolve()))
-    const secure = tls.connect({ socket, servername: 'localhost', rejectUnauthorized: false })
+  /** The status of the answer to a request for `path` over `secure`, once it is through its handshake. */
+  async function answeredOver(secure: tls.TLSSocket, path: string): Promise<number> {
     secure.on('error', () => {})
     scope.defer(() => secure.destroy())
     const received = collect(secure)
     await within(once(secure, 'secureConnect'), 3000, 'the TLS handshake after the PROXY header')
     const closed = once(secure, 'close')
-    secure.write(request('/tls'))
+    secure.write(request(path))
     await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
+    return finalResponse(received()).status
+  }
+
+  it('reads the PROXY header before the TLS handshake, and forwards the request with its address', async () => {
+    const p = await httpsProxied()
+    const socket = await connectFrom(p.port)
+    await new Promise<void>((resolve) => socket.write(v1('TCP4', '192.0.2.44', '198.51.100.2', 50000, 443), () => resolve()))
+    const secure = tls.connect({ socket, servername: 'localhost', rejectUnauthorized: false })
+    expect(await answeredOver(secure, '/tls')).toBe(200)
     expect(p.up.requests).toHaveLength(1)
     expect(p.up.requests[0].all('x-forwarded-for')).toEqual(['192.0.2.44'])
     expect(p.up.requests[0].get('x-forwarded-proto')).toBe('https')
@@ -403,14 +401,7 @@ describe('proxyProtocol on an HTTPS listener', () => {
     const p = await httpsProxied()
     const socket = await connectFrom(p.port)
     const secure = tls.connect({ socket: prefixed(socket, v2Tcp4('192.0.2.45', '198.51.100.2')), servername: 'localhost', rejectUnauthorized: false })
-    secure.on('error', () => {})
-    scope.defer(() => secure.destroy())
-    const received = collect(secure)
-    await within(once(secure, 'secureConnect'), 3000, 'the TLS handshake after the PROXY header')
-    const closed = once(secure, 'close')
-    secure.write(request('/tls'))
-    await within(closed, 3000, 'the gateway to close after answering')
-    expect(finalResponse(received()).status).toBe(200)
+    expect(await answeredOver(secure, '/tls')).toBe(200)
     expect(p.up.requests[0].all('x-forwarded-for')).toEqual(['192.0.2.45'])
   })
 

@@ -4,19 +4,17 @@
 // for one that cannot answer in time; stopping all workers but one also steers every new
 // connection to that one (they share one listening socket), so each worker is checked on its own.
 
-import cluster, { type Worker } from 'node:cluster'
+import cluster from 'node:cluster'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
-import { loadConfigFile } from '../../src/config/load.js'
-import { startPrimary } from '../../src/workers/primary.js'
-import { COMPILED_CLI } from '../helpers/compiled-cli.js'
 import { request } from '../helpers/fault-scene.js'
 import { waitFor } from '../helpers/fake-registry.js'
 import { connectionRefused } from '../helpers/test-scope.js'
 import { freePort, httpUpstream } from '../helpers/upstream.js'
+import { startWorkerCluster, type TestWorker } from '../helpers/worker-cluster.js'
 
 /** Short, so the test waits little; long enough for a busy 2-core machine to prepare a reload. */
 const ASK_TIMEOUT_MS = 2000
@@ -25,14 +23,6 @@ const cleanups: (() => Promise<unknown> | void)[] = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
-
-
-
-interface TestWorker {
-  pid: number
-  /** Everything it wrote to stderr so far (its JSON log lines). */
-  stderr: () => string
-}
 
 /** A primary in this process, two real workers, upstreams a and b, one route to a. */
 async function startScene() {
@@ -52,44 +42,15 @@ async function startScene() {
     workers: 2,
   }
   writeFileSync(configFile, JSON.stringify(config))
-
-  // setupPrimary freezes the scheduling policy: SCHED_NONE (as startPrimary sets it) first, or
-  // this process would hand connections round-robin, some of them to a stopped worker.
-  // execArgv: none of the test runner's flags; silent: each worker's stderr is its own stream.
-  cluster.schedulingPolicy = cluster.SCHED_NONE
-  cluster.setupPrimary({ exec: COMPILED_CLI, args: ['start', '--config', configFile], execArgv: [], silent: true })
-  const workers: TestWorker[] = []
-  const onFork = (w: Worker): void => {
-    let text = ''
-    w.process.stderr!.on('data', (d: Buffer) => (text += d))
-    w.process.stdout!.resume()
-    workers.push({ pid: w.process.pid!, stderr: () => text })
-  }
-  cluster.on('fork', onFork)
-  cleanups.push(() => { cluster.off('fork', onFork) })
-  const { gateway, pool } = await startPrimary(await loadConfigFile(configFile), 2, () => {}, { askTimeoutMs: ASK_TIMEOUT_MS })
-  cleanups.push(async () => {
-    // A failed test may leave one stopped; one that died is restarted under another pid.
-    for (const w of workers) {
-      try { process.kill(w.pid, 'SIGCONT') } catch { /* gone already */ }
-    }
-    await pool.stop(0)
-    await gateway.close()
-  })
+  const { workers, steer } = await startWorkerCluster(configFile, 2, (c) => cleanups.push(c), { askTimeoutMs: ASK_TIMEOUT_MS })
   expect(workers).toHaveLength(2)
   const admin = (path: string, method = 'GET') => fetch(`http://127.0.0.1:${adminPort}${path}`, { method, headers: { authorization: 'Bearer tok' } })
   const routes = async () => await (await admin('/routes')).json() as { version: number; routes: { id: string }[] }
   /** A request that only `only` can accept: every other worker is stopped meanwhile. */
-  const through = async (only: TestWorker, toPort: number, path: string, gone: TestWorker[] = []) => {
-    const others = workers.filter((w) => w !== only && !gone.includes(w))
-    for (const w of others) process.kill(w.pid, 'SIGSTOP')
-    try {
-      const r = await request(toPort, path)
-      return { status: r.status, body: r.text }
-    } finally {
-      for (const w of others) process.kill(w.pid, 'SIGCONT')
-    }
-  }
+  const through = (only: TestWorker, toPort: number, path: string, gone: TestWorker[] = []) => steer(only, async () => {
+    const r = await request(toPort, path)
+    return { status: r.status, body: r.text }
+  }, gone)
 
   return { config, configFile, port, newPort, workers, admin, routes, through }
 }

@@ -13,29 +13,20 @@
 // with separate keys per worker. Each connection is steered instead: every other worker is
 // stopped (SIGSTOP) while it is made, so the one left running must accept it.
 
-import cluster, { type Worker } from 'node:cluster'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
-import { loadConfigFile } from '../../src/config/load.js'
 import { createCertificates } from '../../src/listeners/certificate-authority.js'
-import { startPrimary } from '../../src/workers/primary.js'
-import { COMPILED_CLI } from '../helpers/compiled-cli.js'
 import { waitFor } from '../helpers/fake-registry.js'
 import { visit, type Visit } from '../helpers/tls-session.js'
 import { freePort, httpUpstream } from '../helpers/upstream.js'
+import { startWorkerCluster, type TestWorker } from '../helpers/worker-cluster.js'
 
 const cleanups: (() => Promise<unknown> | void)[] = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
-
-interface TestWorker {
-  pid: number
-  /** Everything it wrote to stderr so far (its JSON log lines). */
-  stderr: () => string
-}
 
 /** A primary in this process and two real workers serving one HTTPS listener. */
 async function startScene() {
@@ -54,42 +45,15 @@ async function startScene() {
     stateFile: join(dir, 'state.json'),
     workers: 2,
   }))
-  // As in cluster-reload.test.ts: SCHED_NONE before setupPrimary freezes the policy, no test
-  // runner flags for the workers, and each worker's stderr a stream of its own.
-  cluster.schedulingPolicy = cluster.SCHED_NONE
-  cluster.setupPrimary({ exec: COMPILED_CLI, args: ['start', '--config', configFile], execArgv: [], silent: true })
-  const workers: TestWorker[] = []
-  const onFork = (w: Worker): void => {
-    let text = ''
-    w.process.stderr!.on('data', (d: Buffer) => (text += d))
-    w.process.stdout!.resume()
-    workers.push({ pid: w.process.pid!, stderr: () => text })
-  }
-  cluster.on('fork', onFork)
-  cleanups.push(() => { cluster.off('fork', onFork) })
-  const { gateway, pool } = await startPrimary(await loadConfigFile(configFile), 2, () => {})
-  cleanups.push(async () => {
-    for (const w of workers) {
-      try { process.kill(w.pid, 'SIGCONT') } catch { /* gone already */ }
-    }
-    await pool.stop(0)
-    await gateway.close()
-  })
+  const { workers, steer } = await startWorkerCluster(configFile, 2, (c) => cleanups.push(c))
   expect(workers).toHaveLength(2)
   const reload = async () => {
     const res = await fetch(`http://127.0.0.1:${adminPort}/reload`, { method: 'POST', headers: { authorization: 'Bearer tok' } })
     expect(res.status).toBe(200)
   }
   /** A visit only `only` can accept: every other live worker is stopped meanwhile. */
-  const through = async (only: TestWorker, session: Buffer | undefined, gone: TestWorker[] = []): Promise<Visit> => {
-    const others = workers.filter((w) => w !== only && !gone.includes(w))
-    for (const w of others) process.kill(w.pid, 'SIGSTOP')
-    try {
-      return await visit(port, { session })
-    } finally {
-      for (const w of others) process.kill(w.pid, 'SIGCONT')
-    }
-  }
+  const through = (only: TestWorker, session: Buffer | undefined, gone: TestWorker[] = []): Promise<Visit> =>
+    steer(only, () => visit(port, { session }), gone)
   return { workers, through, reload }
 }
 
