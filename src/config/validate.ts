@@ -494,7 +494,23 @@ function trustedProxyProblem(value: string): string | null {
   if (slash === -1) return null
   const bits = value.slice(slash + 1)
   const max = v4 ? 32 : 128
-  return /^(0|[1-9][0-9]{0,2})$/.test(bits) && Number(bits) <= max ? null : `must have a prefix length from 0 to ${max} after "/"`
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(bits) || Number(bits) > max) return `must have a prefix length from 0 to ${max} after "/"`
+  // A range is trusted as its prefix reads: "::ffff:10.0.0.0/8" would be ::/8 (every IPv4
+  // peer, mapped), not 10.0.0.0/8. Bits set past the prefix are a mistake, not a shorthand.
+  const prefix = Number(bits)
+  const words = v4 ? ipv4Words(address) : ipv6Words(address)
+  const hostBits = words.some((word, i) => {
+    const kept = Math.min(16, Math.max(0, prefix - i * 16))
+    return kept < 16 && (word & (0xffff >> kept)) !== 0
+  })
+  if (!hostBits) return null
+  const mapped = !v4 && words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff && prefix <= 32
+  return `has address bits set after its /${prefix} prefix` + (mapped ? ` (an IPv4-mapped range needs 96 more: did you mean "${address}/${96 + prefix}"?)` : '')
+}
+
+function ipv4Words(address: string): number[] {
+  const [a, b, c, d] = address.split('.').map(Number)
+  return [(a << 8) | b, (c << 8) | d]
 }
 
 function hostPatternProblem(value: string): string | null {

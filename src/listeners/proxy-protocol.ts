@@ -148,6 +148,7 @@ export function readProxyHeader(
     socket.off('readable', onReadable)
     socket.off('end', onEnd)
     socket.off('error', onError)
+    socket.off('close', onClose)
   }
   const fail = (message: string): void => {
     if (settled) return
@@ -157,6 +158,8 @@ export function readProxyHeader(
   }
   const onEnd = (): void => fail('the connection closed before its PROXY header was complete')
   const onError = (): void => fail('the connection failed before its PROXY header was complete')
+  // Closed from this side (shutdown, a reload that rebinds): nothing to report, nothing to wait for.
+  const onClose = (): void => { if (!settled) settle() }
   const onReadable = (): void => {
     let chunk: Buffer | null
     while (!settled && (chunk = socket.read() as Buffer | null) !== null) {
@@ -176,4 +179,5 @@ export function readProxyHeader(
   socket.on('readable', onReadable)
   socket.on('end', onEnd)
   socket.on('error', onError)
+  socket.on('close', onClose)
 }

@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest'
 import { applyDefaults } from '../../src/config/defaults.js'
 import { validateConfig } from '../../src/config/validate.js'
 import { createCertificates } from '../../src/listeners/certificate-authority.js'
+import { gatewayEvent } from '../../src/observability/channels.js'
 import { admin } from '../admin/admin-client.js'
 import { finalResponse } from '../helpers/http-bytes.js'
 import { recordingUpstream, type RecordingUpstream, type UpstreamRequest } from '../helpers/recording-upstream.js'
@@ -532,6 +533,17 @@ describe('proxyProtocol in the config', () => {
     expect(pathsFor(listener({ trustedProxies: [127001] }))).toEqual(['listeners[0].proxyProtocol.trustedProxies[0]'])
   })
 
+  it('refuses a range with address bits set past its prefix, which would trust more than it says', () => {
+    // BlockList would mask the bits: "::ffff:10.0.0.0/8" is ::/8, every IPv4-mapped peer.
+    const issuesOf = (entry: string) => validateConfig(applyDefaults({ listeners: [listener({ trustedProxies: [entry] })] }))
+    expect(issuesOf('::ffff:10.0.0.0/8')).toEqual([{
+      path: 'listeners[0].proxyProtocol.trustedProxies[0]',
+      message: expect.stringContaining('did you mean "::ffff:10.0.0.0/104"?'),
+    }])
+    expect(pathsFor(listener({ trustedProxies: ['10.0.0.1/8', 'fd00::1/8', '2001:db8:1::/32'] }))).toEqual([0, 1, 2].map((i) => `listeners[0].proxyProtocol.trustedProxies[${i}]`))
+    expect(pathsFor(listener({ trustedProxies: ['::ffff:10.0.0.0/104', '10.1.2.3/32', '0.0.0.0/0', '::/0', '2001:db8::/32'] }))).toEqual([])
+  })
+
   it('collects every bad entry, on every listener', () => {
     expect(pathsFor(
       listener({ trustedProxies: ['nope', '127.0.0.1', '10.0.0.0/33'] }),
@@ -562,6 +574,31 @@ describe('proxyProtocol in the config', () => {
 })
 
 describe('reloads', () => {
+  it('close connections still waiting for their header without reporting them as refused', async () => {
+    // The gateway closed them itself: "no whole PROXY header within 300 ms" would send an
+    // operator looking for a faulty balancer.
+    const headersMs = 300
+    const up = await recordingUpstream()
+    scope.defer(() => up.close())
+    const port = await freePort()
+    const gw = await scope.gateway(up.target, { listeners: [{ name: 'http', port, host: '127.0.0.1', proxyProtocol: TRUST_LOOPBACK }], timeouts: { headersMs } })
+    const refusals: string[] = []
+    const onEvent = (m: unknown): void => { if ((m as { event: string }).event === 'proxy_protocol_refused') refusals.push((m as { message: string }).message) }
+    gatewayEvent.subscribe(onEvent)
+    scope.defer(() => gatewayEvent.unsubscribe(onEvent))
+    const socket = await connectFrom(port)
+    const closed = socketClosed(socket)
+    socket.write('PROXY TCP4 192.0.2.')
+    const config = JSON.parse(readFileSync(gw.configFile, 'utf8')) as { listeners: Record<string, unknown>[] }
+    config.listeners = [{ name: 'http', port, host: '127.0.0.1' }] // proxyProtocol off: the listener is bound anew
+    writeFileSync(gw.configFile, JSON.stringify(config))
+    expect((await admin(gw, 'POST', '/reload')).json).toEqual({ ok: true, version: expect.any(Number) })
+    await closed
+    // Proving an absence takes a wait: past the header deadline the connection would have had.
+    await new Promise((r) => setTimeout(r, 2 * headersMs))
+    expect(refusals).toEqual([])
+  })
+
   it('change trustedProxies in place, and turn proxyProtocol off by binding the listener anew', async () => {
     const up = await recordingUpstream()
     scope.defer(() => up.close())
