@@ -51,7 +51,10 @@ export class Listener {
       this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket)
     } else {
       this.server = tls.createServer({
-        allowHalfOpen: true,
+        // Not half-open while shaking hands: a client that sends its FIN then is gone, and is
+        // closed at once (node's TLS layer reads the transport, so a listener on the raw
+        // socket's 'end' never hears it). `accept` makes the connection half-open once secure.
+        allowHalfOpen: false,
         noDelay: true,
         ...contexts.serverOptions,
         // A handshake is a request head of sorts: same deadline (slowloris on TLS).
@@ -64,12 +67,10 @@ export class Listener {
       // Failed handshakes are the client's problem; they must never reach 'error'.
       this.server.on('tlsClientError', (_err, socket) => socket.destroy())
       // Connections still in their handshake belong to no ClientConnection yet: track them so
-      // a client that leaves mid-handshake is closed at once (allowHalfOpen would keep it
-      // until the handshake timeout) and shutdown does not wait for them.
+      // shutdown does not wait for them.
       this.server.on('connection', (raw: net.Socket) => {
         this.handshaking.add(raw)
         raw.once('close', () => this.handshaking.delete(raw))
-        raw.once('end', () => { if (this.handshaking.has(raw)) raw.destroy() })
       })
     }
     const proxy = config.proxyProtocol
@@ -175,7 +176,11 @@ export class Listener {
   private accept(socket: net.Socket): void {
     // The TLS socket's transport (node's `_parent`, stable since node 0.11) is done shaking hands.
     const raw = (socket as net.Socket & { _parent?: net.Socket })._parent
-    if (raw !== undefined) this.handshaking.delete(raw)
+    if (raw !== undefined) {
+      this.handshaking.delete(raw)
+      // From here a client's FIN ends its requests, not the connection: its answers still go out.
+      socket.allowHalfOpen = true
+    }
     const clientAddress = this.trusted === null ? socket.remoteAddress ?? 'unknown' : this.proxiedFrom.get(raw ?? socket) ?? 'unknown'
     if (this.held !== null) {
       const held = this.held

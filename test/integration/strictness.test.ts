@@ -2,9 +2,11 @@
 // 400 bad_request (or 408/413/431) and the upstream receives nothing at all, so a second
 // parser further down never gets a chance to read the bytes differently (request smuggling).
 
+import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import tls from 'node:tls'
 import { describe, expect, it } from 'vitest'
 import { createCertificates } from '../../src/listeners/certificate-authority.js'
 import { finalResponse } from '../helpers/http-bytes.js'
@@ -313,6 +315,47 @@ describe('slow clients', () => {
     const end = await within(socketClosed(socket), headersMs + 2000, 'the gateway to drop a stalled TLS handshake')
     expect(end.elapsedMs).toBeLessThan(headersMs + 1000)
     expect(up.connections).toHaveLength(0)
+  })
+
+  it('closes at once a connection to the HTTPS listener whose client leaves mid-handshake', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gw-left-tls-'))
+    scope.defer(() => rmSync(dir, { recursive: true, force: true }))
+    const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
+    const up = await recordingUpstream()
+    scope.defer(() => up.close())
+    const gw = await scope.gateway(up.target, {
+      timeouts: { headersMs: 10_000 },
+      listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
+    })
+    const socket = await scope.connect(gw.port('https'))
+    socket.end(Buffer.from([0x16, 0x03, 0x01])) // the first bytes of a ClientHello, then its FIN
+    const end = await within(socketClosed(socket, 12_000), 12_000, 'the gateway to close a handshake its client left')
+    expect(end.elapsedMs).toBeLessThan(1000) // not the 10 s handshake deadline
+    expect(up.connections).toHaveLength(0)
+  })
+
+  it('still answers an HTTPS client that half-closes right after its request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gw-half-tls-'))
+    scope.defer(() => rmSync(dir, { recursive: true, force: true }))
+    const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
+    const up = await recordingUpstream((req, socket) => {
+      // Answers once the gateway has it all, a moment after the client's FIN reached the gateway.
+      setImmediate(() => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${req.target.length}\r\n\r\n${req.target}`))
+    })
+    scope.defer(() => up.close())
+    const gw = await scope.gateway(up.target, {
+      listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
+    })
+    const secure = tls.connect({ host: '127.0.0.1', port: gw.port('https'), servername: 'localhost', rejectUnauthorized: false })
+    secure.on('error', () => {})
+    scope.defer(() => secure.destroy())
+    await once(secure, 'secureConnect')
+    const chunks: Buffer[] = []
+    secure.on('data', (d: Buffer) => chunks.push(d))
+    secure.end('GET /half-closed HTTP/1.1\r\nHost: localhost\r\n\r\n')
+    await within(once(secure, 'close'), 5000, 'the answer and the close')
+    const res = finalResponse(Buffer.concat(chunks).toString('latin1'))
+    expect({ status: res.status, body: res.body }).toEqual({ status: 200, body: '/half-closed' })
   })
 
   it('closes an idle keep-alive connection quietly after timeouts.keepAliveMs', async () => {
