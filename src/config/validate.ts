@@ -508,11 +508,6 @@ function trustedProxyProblem(value: string): string | null {
   return `has address bits set after its /${prefix} prefix` + (mapped ? ` (an IPv4-mapped range needs 96 more: did you mean "${address}/${96 + prefix}"?)` : '')
 }
 
-function ipv4Words(address: string): number[] {
-  const [a, b, c, d] = address.split('.').map(Number)
-  return [(a << 8) | b, (c << 8) | d]
-}
-
 function hostPatternProblem(value: string): string | null {
   if (value.startsWith('*.')) {
     return isDnsName(value.slice(2)) ? null : 'must be "*." followed by a host name'
@@ -654,6 +649,12 @@ function parseIPv4Loose(host: string): number | null {
   let address = 0
   numbers.forEach((n, i) => { address += n * 2 ** (8 * (3 - i)) })
   return address + last
+}
+
+/** The two 16-bit words of a valid IPv4 address. */
+function ipv4Words(address: string): number[] {
+  const [a, b, c, d] = address.split('.').map(Number)
+  return [(a << 8) | b, (c << 8) | d]
 }
 
 /** The eight 16-bit words of a valid IPv6 address (one with a dotted IPv4 tail included). */

@@ -20,7 +20,7 @@ const V1_PREFIX = Buffer.from('PROXY ', 'latin1')
 /** v1 lines are at most 107 bytes with the CRLF (the spec's worst case, TCP6 with full addresses). */
 const V1_MAX = 107
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
-/** Bytes after the 16-byte v2 header: the addresses and TLVs (AWS and GCP send under 200). */
+/** Bytes after the 16-byte v2 header: the addresses and TLVs (balancers send a few dozen). */
 export const V2_MAX_PAYLOAD = 4096
 
 const INCOMPLETE: ProxyHeaderResult = { kind: 'incomplete' }
