@@ -10,10 +10,24 @@ import tls from 'node:tls'
 import { describe, expect, it } from 'vitest'
 import { createCertificates } from '../../src/listeners/certificate-authority.js'
 import { finalResponse } from '../helpers/http-bytes.js'
-import { recordingUpstream, type RecordingUpstream } from '../helpers/recording-upstream.js'
+import { recordingUpstream, type RecordingUpstream, type Responder } from '../helpers/recording-upstream.js'
 import { exchange, socketClosed, useTestScope, within } from '../helpers/test-scope.js'
 
 const scope = useTestScope()
+
+/** A gateway with one HTTPS listener (a certificate for localhost) in front of a recording upstream. */
+async function httpsGateway(config: Record<string, unknown>, respond?: Responder): Promise<{ up: RecordingUpstream; port: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-strict-tls-'))
+  scope.defer(() => rmSync(dir, { recursive: true, force: true }))
+  const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
+  const up = await recordingUpstream(respond)
+  scope.defer(() => up.close())
+  const gw = await scope.gateway(up.target, {
+    ...config,
+    listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
+  })
+  return { up, port: gw.port('https') }
+}
 
 // The gateway's deadlines run on a coarse clock (src/timers.ts, 250 ms sweeps), so a deadline
 // may fire up to one sweep early; the lower bound only rules out a wrong (much shorter) timeout.
@@ -301,16 +315,8 @@ describe('slow clients', () => {
 
   it('closes a connection to the HTTPS listener that never completes its TLS handshake within a second of timeouts.headersMs', async () => {
     const headersMs = 500
-    const dir = mkdtempSync(join(tmpdir(), 'gw-slow-tls-'))
-    scope.defer(() => rmSync(dir, { recursive: true, force: true }))
-    const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
-    const up = await recordingUpstream()
-    scope.defer(() => up.close())
-    const gw = await scope.gateway(up.target, {
-      timeouts: { headersMs },
-      listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
-    })
-    const socket = await scope.connect(gw.port('https'))
+    const { up, port } = await httpsGateway({ timeouts: { headersMs } })
+    const socket = await scope.connect(port)
     socket.write(Buffer.from([0x16, 0x03, 0x01])) // the first bytes of a ClientHello, then nothing
     const end = await within(socketClosed(socket), headersMs + 2000, 'the gateway to drop a stalled TLS handshake')
     expect(end.elapsedMs).toBeLessThan(headersMs + 1000)
@@ -318,16 +324,8 @@ describe('slow clients', () => {
   })
 
   it('closes at once a connection to the HTTPS listener whose client leaves mid-handshake', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gw-left-tls-'))
-    scope.defer(() => rmSync(dir, { recursive: true, force: true }))
-    const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
-    const up = await recordingUpstream()
-    scope.defer(() => up.close())
-    const gw = await scope.gateway(up.target, {
-      timeouts: { headersMs: 10_000 },
-      listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
-    })
-    const socket = await scope.connect(gw.port('https'))
+    const { up, port } = await httpsGateway({ timeouts: { headersMs: 10_000 } })
+    const socket = await scope.connect(port)
     socket.end(Buffer.from([0x16, 0x03, 0x01])) // the first bytes of a ClientHello, then its FIN
     const end = await within(socketClosed(socket, 12_000), 12_000, 'the gateway to close a handshake its client left')
     expect(end.elapsedMs).toBeLessThan(1000) // not the 10 s handshake deadline
@@ -335,18 +333,11 @@ describe('slow clients', () => {
   })
 
   it('still answers an HTTPS client that half-closes right after its request', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gw-half-tls-'))
-    scope.defer(() => rmSync(dir, { recursive: true, force: true }))
-    const files = await createCertificates({ outDir: dir, hosts: ['localhost', '127.0.0.1'] })
-    const up = await recordingUpstream((req, socket) => {
+    const { port } = await httpsGateway({}, (req, socket) => {
       // Answers once the gateway has it all, a moment after the client's FIN reached the gateway.
       setImmediate(() => socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${req.target.length}\r\n\r\n${req.target}`))
     })
-    scope.defer(() => up.close())
-    const gw = await scope.gateway(up.target, {
-      listeners: [{ name: 'https', port: 0, host: '127.0.0.1', tls: { cert: files.cert, key: files.key } }],
-    })
-    const secure = tls.connect({ host: '127.0.0.1', port: gw.port('https'), servername: 'localhost', rejectUnauthorized: false })
+    const secure = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false })
     secure.on('error', () => {})
     scope.defer(() => secure.destroy())
     await once(secure, 'secureConnect')
