@@ -537,9 +537,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.resetExchange()
     const engine = this.ctx.engine
     if (this.closeAfter || this.clientEnded) {
-      this.state = State.Closed
-      this.socket.end()
-      this.deadline = engine.sweeper.after(LINGER_MS) // a client that never closes its side
+      this.endAndLinger()
       return
     }
     this.state = State.Head
@@ -646,9 +644,18 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.bytesOut += out.length
     this.publishDone()
     this.resetExchange()
+    this.endAndLinger(out)
+  }
+
+  /**
+   * Ends the gateway's side, after `out` when given, and waits LINGER_MS for the client to
+   * close its own (lingering close; `expire` destroys a client that never does).
+   */
+  private endAndLinger(out?: Buffer): void {
     this.state = State.Closed
     this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
-    this.socket.end(out)
+    if (out === undefined) this.socket.end()
+    else this.socket.end(out)
   }
 
   private abort(): void {
@@ -665,9 +672,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     switch (this.state) {
       case State.Head:
         if (this.requests > 0 && this.buf === null) {
-          this.state = State.Closed // an idle keep-alive connection: close quietly
-          this.socket.end()
-          this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
+          this.endAndLinger() // an idle keep-alive connection: close quietly
         } else {
           this.fail(new GatewayError('request_timeout', `request head not complete in ${this.ctx.engine.settings.timeouts.headersMs} ms`))
         }
@@ -703,11 +708,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   /** Shutdown: close now when idle, else after the exchange in flight. */
   drain(): void {
     this.closeAfter = true
-    if (this.idle) {
-      this.state = State.Closed
-      this.socket.end()
-      this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
-    }
+    if (this.idle) this.endAndLinger()
   }
 
   private onClientEnd(): void {

@@ -222,11 +222,8 @@ export class EmbeddedRegistry implements RegistrySource {
   }
 
   private async handlePut(req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
-    const body = await readBody(req, this.maxBodyBytes)
-    if (body === null) {
-      sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
-      return
-    }
+    const body = await this.readWholeBody(req, res)
+    if (body === null) return
     // The admin API's JSON reader: UTF-8 only, no duplicate keys, positions in errors.
     const parsed = parseJsonBytes(body)
     if (!parsed.ok) {
@@ -255,13 +252,17 @@ export class EmbeddedRegistry implements RegistrySource {
     sendJson(res, 200, stored.entry)
   }
 
+  /** The request body, or null once a 413 is answered for one over maxBodyBytes. */
+  private async readWholeBody(req: IncomingMessage, res: ServerResponse): Promise<Buffer | null> {
+    const body = await readBody(req, this.maxBodyBytes)
+    if (body === null) sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
+    return body
+  }
+
   private async handleDelete(req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
     // Whatever body comes is ignored, but it must come whole before anything changes: a request
     // cut short gets an error, and must not have deleted anything.
-    if (await readBody(req, this.maxBodyBytes) === null) {
-      sendErrors(res, 413, [{ path: '$', message: `body larger than ${this.maxBodyBytes} bytes` }], { connection: 'close' })
-      return
-    }
+    if (await this.readWholeBody(req, res) === null) return
     if (await this.delete(key)) sendJson(res, 200, { deleted: key, version: this.version })
     else sendErrors(res, 404, [{ path: 'key', message: `no server with key ${key}` }])
   }

@@ -8,6 +8,7 @@ import { GatewayError } from '../errors.js'
 import { HeadError } from '../http1/head-error.js'
 import { ChunkedScanner } from '../http1/chunked-scanner.js'
 import { ResponseHead, parseResponseHead } from '../http1/response-head.js'
+import { probeEndForReset } from '../reset-probe.js'
 import type { Expirable } from '../timers.js'
 import { upstreamSocketError } from './upstream-error.js'
 import type { Target } from './target.js'
@@ -22,7 +23,6 @@ const MAX_RESPONSE_HEADERS = 256
  */
 export const MAX_INTERIM_RESPONSES = 16
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
-const EMPTY = Buffer.alloc(0)
 
 export interface ResponseSink {
   /** A 1xx interim response (100 Continue, 103 Early Hints); the final one follows. */
@@ -403,12 +403,10 @@ export class UpstreamConnection implements Expirable {
 
   private onEnd(): void {
     if (this.state === State.Body && this.untilClose) {
-      // A body that runs to close is whole only if the upstream closed, not if it reset. But
-      // libuv reports a reset that arrives right behind the last bytes as a clean end
-      // (uv__stream_io takes POLLHUP after a partial read for EOF), and the body would pass
-      // for complete. An empty write tells them apart: it fails on a reset connection (which
-      // then errors: onError aborts the client).
-      this.socket.write(EMPTY, (err) => { if (err == null) this.closedAfterBody() })
+      // A body that runs to close is whole only if the upstream closed, not if it reset, and
+      // an 'end' may be a reset (reset-probe.ts). On a reset the socket errors: onError
+      // aborts the client.
+      probeEndForReset(this.socket, (reset) => { if (!reset) this.closedAfterBody() })
       return
     }
     this.fail(new GatewayError('upstream_reset', `${this.target.key} closed the connection mid-response`), this.reused && this.bytesThisExchange === 0)

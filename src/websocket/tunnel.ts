@@ -4,11 +4,11 @@
 // node-http-proxy leak was a.pipe(b) without this wiring).
 
 import type { Duplex } from 'node:stream'
+import { probeEndForReset } from '../reset-probe.js'
 import type { DeadlineSweeper, Expirable } from '../timers.js'
 
 /** After one side ends, the other gets this long to flush before both are destroyed. */
 const HALF_CLOSE_GRACE_MS = 5000
-const EMPTY = Buffer.alloc(0)
 
 export interface TunnelInfo {
   readonly listener: string
@@ -55,10 +55,9 @@ export class Tunnel implements Expirable {
     })
     to.on('drain', () => from.resume())
     from.on('end', () => {
-      // libuv reports a reset right behind the last bytes as a clean end (upstream-connection.ts
-      // meets the same). Where this side can still be written (the client's is half-open), an
-      // empty write tells them apart: it fails on a reset connection, and both close at once.
-      if (from.allowHalfOpen && !from.writableEnded) from.write(EMPTY, (err) => { if (err != null) this.close() })
+      // An 'end' may be a reset (reset-probe.ts). Where this side can still be written (the
+      // client's is half-open), it is checked: on a reset, both close at once.
+      if (from.allowHalfOpen && !from.writableEnded) probeEndForReset(from, (reset) => { if (reset) this.close() })
       // A FIN is passed on, and the tunnel is given a short grace to flush before both go.
       to.end()
       if (this.halfClosedAt === 0) {
