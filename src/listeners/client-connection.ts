@@ -20,6 +20,7 @@ import { checkUpgradeResponse } from '../websocket/handshake.js'
 import { Tunnel } from '../websocket/tunnel.js'
 import type { Engine } from './engine.js'
 import { httpsLocation, redirectStatus, renderRedirect } from './https-redirect.js'
+import { Outbox } from '../outbox.js'
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 /** Bytes read ahead while an exchange is in flight (pipelined requests) before pausing. */
@@ -65,6 +66,8 @@ export class ClientConnection implements ResponseSink, Expirable {
   deadline = 0
   private state = State.Head
   private readonly clientAddress: string
+  /** Every write to the client goes through it (outbox.ts). */
+  private readonly out: Outbox
   private buf: Buffer | null = null
   private requests = 0
   // The exchange in flight.
@@ -102,6 +105,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   constructor(readonly socket: Socket, readonly ctx: ListenerContext, clientAddress: string) {
     const engine = ctx.engine
     this.clientAddress = clientAddress
+    this.out = new Outbox(socket)
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('end', () => this.onClientEnd())
@@ -365,7 +369,7 @@ export class ClientConnection implements ResponseSink, Expirable {
 
   onInterim(head: ResponseHead): void {
     // RFC 9110 section 15.2: 1xx responses are not sent to HTTP/1.0 clients.
-    if (this.head !== null && this.head.minor === 1) this.socket.write(serializeResponseHead(head, false), 'latin1')
+    if (this.head !== null && this.head.minor === 1) this.out.write(serializeResponseHead(head, false))
   }
 
   onResponseHead(head: ResponseHead, bodyless: boolean, bodyFollows: boolean): void {
@@ -390,7 +394,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.bytesOut += out.length
     // Body bytes that came with the head go out in the same write (one syscall, no writev).
     if (bodyFollows && !bodyless) this.pendingHead = out
-    else this.socket.write(out, 'latin1')
+    else this.out.write(out)
   }
 
   onResponseBody(buf: Buffer, start: number, end: number): void {
@@ -403,13 +407,13 @@ export class ClientConnection implements ResponseSink, Expirable {
         const out = Buffer.allocUnsafe(head.length + end - start)
         out.write(head, 0, 'latin1')
         buf.copy(out, head.length, start, end)
-        ok = this.socket.write(out)
+        ok = this.out.write(out)
       } else {
-        this.socket.write(head, 'latin1')
-        ok = this.socket.write(buf.subarray(start, end))
+        this.out.write(head)
+        ok = this.out.write(buf.subarray(start, end))
       }
     } else {
-      ok = this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
+      ok = this.out.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end))
     }
     if (!ok && !this.upstreamPaused && this.upstream !== null) {
       // The client is not keeping up: stop reading the upstream, and give the client
@@ -431,7 +435,7 @@ export class ClientConnection implements ResponseSink, Expirable {
 
   onResponseEnd(): void {
     if (this.pendingHead !== null) {
-      this.socket.write(this.pendingHead, 'latin1')
+      this.out.write(this.pendingHead)
       this.pendingHead = null
     }
     if (!this.reqDone) {
@@ -461,8 +465,9 @@ export class ClientConnection implements ResponseSink, Expirable {
     const out = serializeResponseHead(head, false)
     this.status = 101
     this.bytesOut += out.length
-    this.socket.write(out, 'latin1')
-    if (rest !== null) this.socket.write(rest)
+    this.out.write(out)
+    if (rest !== null) this.out.write(rest)
+    this.out.flush() // the tunnel writes to the socket itself
     const upstreamSocket = conn.takeSocket()
     this.target!.active--
     this.upstream = null
@@ -654,8 +659,7 @@ export class ClientConnection implements ResponseSink, Expirable {
   private endAndLinger(out?: Buffer): void {
     this.state = State.Closed
     this.deadline = this.ctx.engine.sweeper.after(LINGER_MS)
-    if (out === undefined) this.socket.end()
-    else this.socket.end(out)
+    this.out.end(out)
   }
 
   private abort(): void {
@@ -663,7 +667,8 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.resetExchange()
     // A TCP reset tells the client the response is incomplete, even when it was running to
     // close. resetAndDestroy() only works on plain TCP handles (it throws on TLS sockets);
-    // over TLS a close without close_notify says the same.
+    // over TLS a close without close_notify says the same. What was relayed goes out first.
+    this.out.flush()
     if (this.ctx.proto === 'http') this.socket.resetAndDestroy()
     else this.socket.destroy()
   }
@@ -719,7 +724,7 @@ export class ClientConnection implements ResponseSink, Expirable {
         if (this.buf !== null) this.fail(new GatewayError('bad_request', 'the connection ended inside a request head'))
         else {
           this.state = State.Closed
-          this.socket.end()
+          this.out.end()
         }
         return
       case State.Body:

@@ -8,6 +8,7 @@ import { GatewayError } from '../errors.js'
 import { HeadError } from '../http1/head-error.js'
 import { ChunkedScanner } from '../http1/chunked-scanner.js'
 import { ResponseHead, parseResponseHead } from '../http1/response-head.js'
+import { Outbox } from '../outbox.js'
 import { probeEndForReset } from '../reset-probe.js'
 import type { Expirable } from '../timers.js'
 import { upstreamSocketError } from './upstream-error.js'
@@ -46,6 +47,8 @@ const enum State { Connecting, Idle, AwaitHead, Body, Upgraded, Closed }
 
 export class UpstreamConnection implements Expirable {
   readonly socket: net.Socket
+  /** Every write of a request goes through it (outbox.ts). */
+  private readonly out: Outbox
   deadline = 0
   /** True once it served a response: a failure before any byte may be a stale keep-alive. */
   reused = false
@@ -69,6 +72,7 @@ export class UpstreamConnection implements Expirable {
     // Half-open, so that an end can be checked for a reset (onEnd); every path that sees the
     // end destroys the socket itself.
     this.socket = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true })
+    this.out = new Outbox(this.socket)
     this.deadline = connectDeadline
     this.socket.on('connect', () => this.onConnect())
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -106,7 +110,8 @@ export class UpstreamConnection implements Expirable {
       this.deadline = requestSent ? Date.now() + responseTimeoutMs : 0
     }
     const s = this.socket
-    if (body === null || body.length === 0) return s.write(head, 'latin1')
+    if (body === null || body.length === 0) return this.out.write(head)
+    this.out.flush()
     s.cork()
     s.write(head, 'latin1')
     const ok = s.write(body)
@@ -127,7 +132,7 @@ export class UpstreamConnection implements Expirable {
 
   /** More request body. Returns false when the socket buffer is full (wait for drain). */
   write(chunk: Buffer): boolean {
-    return this.socket.write(chunk)
+    return this.out.write(chunk)
   }
 
   /**
@@ -148,6 +153,7 @@ export class UpstreamConnection implements Expirable {
 
   /** Hands the raw socket over (websocket tunnel): no more parsing, no more deadlines. */
   takeSocket(): net.Socket {
+    this.out.flush()
     this.state = State.Upgraded
     this.deadline = 0
     this.sink = null
