@@ -1,5 +1,6 @@
 // Small writes wait until the event loop has handled every socket that was ready, then go out
-// together (setImmediate callbacks run right after the poll phase, in the same turn).
+// together (setImmediate callbacks run right after the poll phase, in the same turn). Client and
+// upstream sockets of HTTP exchanges and both directions of websocket tunnels write this way.
 //
 // Why: a proxy that writes each request upstream the moment it has parsed it spreads its
 // writes over the whole turn. The upstream (nginx, say) wakes on the first, answers it, goes
@@ -13,7 +14,7 @@
 // write never reorders bytes, never hides backpressure (a full socket's writes go out at
 // once and report it), and costs at most HOLD_BYTES of memory per socket.
 
-import type { Socket } from 'node:net'
+import type { Writable } from 'node:stream'
 
 /** Writes up to this size are held for the end of the turn; bigger ones go out at once. */
 export const HOLD_BYTES = 16384
@@ -35,14 +36,15 @@ function flushDue(): void {
 }
 
 /**
- * The one way bytes reach a socket while an exchange owns it. A string is written as latin1
- * (heads are latin1 throughout). Before the socket is ended or handed over (a websocket
- * tunnel writes to it directly), `flush` or `end` must have been called.
+ * The one way bytes reach a socket while its owner (an exchange, then perhaps a websocket
+ * tunnel) writes to it. A string is written as latin1 (heads are latin1 throughout). Before
+ * the socket is ended or handed to a new owner with an Outbox of its own, `end` or `flush`
+ * must have been called.
  */
 export class Outbox {
   private held: Buffer | string | null = null
 
-  constructor(private readonly socket: Socket) {}
+  constructor(private readonly socket: Writable) {}
 
   /** Writes `data` now or at the end of this turn. False when the socket's buffer is full (wait for 'drain'). */
   write(data: Buffer | string): boolean {

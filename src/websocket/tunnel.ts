@@ -4,6 +4,7 @@
 // node-http-proxy leak was a.pipe(b) without this wiring).
 
 import type { Duplex } from 'node:stream'
+import { Outbox } from '../outbox.js'
 import { probeEndForReset } from '../reset-probe.js'
 import type { DeadlineSweeper, Expirable } from '../timers.js'
 
@@ -47,11 +48,12 @@ export class Tunnel implements Expirable {
   }
 
   private wire(from: Duplex, to: Duplex, up: boolean): void {
+    const out = new Outbox(to)
     from.on('data', (chunk: Buffer) => {
       if (up) this.bytesUp += chunk.length
       else this.bytesDown += chunk.length
       this.lastActivity = this.sweeper.now
-      if (!to.write(chunk)) from.pause()
+      if (!out.write(chunk)) from.pause()
     })
     to.on('drain', () => from.resume())
     from.on('end', () => {
@@ -59,7 +61,7 @@ export class Tunnel implements Expirable {
       // client's is half-open), it is checked: on a reset, both close at once.
       if (from.allowHalfOpen && !from.writableEnded) probeEndForReset(from, (reset) => { if (reset) this.close() })
       // A FIN is passed on, and the tunnel is given a short grace to flush before both go.
-      to.end()
+      out.end()
       if (this.halfClosedAt === 0) {
         this.halfClosedAt = this.sweeper.now + HALF_CLOSE_GRACE_MS
         this.deadline = Math.min(this.deadline, this.halfClosedAt)
