@@ -12,6 +12,7 @@
 // threads) is reported beside it.
 import { readFileSync } from 'node:fs'
 import type { Measurement } from '../loaders/measurement.js'
+import { median } from '../median.js'
 import { gatewayTarget } from '../targets/gateway.js'
 import { nginxUnavailable, startNginx } from '../upstream/nginx.js'
 import { DEFAULT_SPEC, type RunningTarget } from '../targets/target.js'
@@ -31,12 +32,6 @@ interface Round {
   readonly m: Measurement
   /** Gateway CPU microseconds per request. */
   readonly cpuUs: number
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
 }
 
 async function measureOnce(ctx: ScenarioContext, target: RunningTarget, seconds: number): Promise<Round> {
