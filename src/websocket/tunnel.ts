@@ -56,6 +56,9 @@ export class Tunnel implements Expirable {
       if (!out.write(chunk)) from.pause()
     })
     to.on('drain', () => from.resume())
+    // The upstream's socket is not half-open (takeSocket): on its FIN node ends it itself, on
+    // the next tick, past the Outbox. What is held for it goes out first, as it did unheld.
+    to.on('end', () => out.flush())
     from.on('end', () => {
       // An 'end' may be a reset (reset-probe.ts). Where this side can still be written (the
       // client's is half-open), it is checked: on a reset, both close at once.
