@@ -26,6 +26,8 @@ export class Tunnel implements Expirable {
   /** When a FIN arrived from one side: the time by which both are destroyed; 0 before. */
   private halfClosedAt = 0
   private closed = false
+  /** What goes to each side (outbox.ts). */
+  private readonly outboxes: Outbox[] = []
   private readonly openedAt: number
 
   constructor(
@@ -49,6 +51,7 @@ export class Tunnel implements Expirable {
 
   private wire(from: Duplex, to: Duplex, up: boolean): void {
     const out = new Outbox(to)
+    this.outboxes.push(out)
     from.on('data', (chunk: Buffer) => {
       if (up) this.bytesUp += chunk.length
       else this.bytesDown += chunk.length
@@ -91,11 +94,15 @@ export class Tunnel implements Expirable {
     this.deadline = this.halfClosedAt !== 0 ? Math.min(idleAt, this.halfClosedAt) : idleAt
   }
 
-  /** Destroys both sockets at once; safe to call more than once. */
+  /**
+   * Destroys both sockets at once; safe to call more than once. Bytes held for a side that is
+   * still open go out first, as they would have had they not been held.
+   */
   close(): void {
     if (this.closed) return
     this.closed = true
     this.sweeper.delete(this)
+    for (const out of this.outboxes) out.flush()
     this.client.destroy()
     this.upstream.destroy()
     this.onClose(this)
