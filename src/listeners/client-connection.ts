@@ -11,6 +11,7 @@ import { HeadError } from '../http1/head-error.js'
 import { RequestHead, parseRequestHead, requestLineProblem } from '../http1/request-head.js'
 import type { ResponseHead } from '../http1/response-head.js'
 import { requestDone, tunnelOpened, tunnelClosed, upstreamFailed } from '../observability/channels.js'
+import { Outbox } from '../outbox.js'
 import type { Destination } from '../routing/router.js'
 import type { Expirable } from '../timers.js'
 import { requestIdOf, serializeRequestHead, serializeResponseHead } from '../upstream/forwarded-headers.js'
@@ -20,7 +21,6 @@ import { checkUpgradeResponse } from '../websocket/handshake.js'
 import { Tunnel } from '../websocket/tunnel.js'
 import type { Engine } from './engine.js'
 import { httpsLocation, redirectStatus, renderRedirect } from './https-redirect.js'
-import { Outbox } from '../outbox.js'
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 /** Bytes read ahead while an exchange is in flight (pipelined requests) before pausing. */
@@ -467,7 +467,7 @@ export class ClientConnection implements ResponseSink, Expirable {
     this.bytesOut += out.length
     this.out.write(out)
     if (rest !== null) this.out.write(rest)
-    this.out.flush() // the tunnel writes to the socket itself
+    this.out.flush() // before the tunnel's own Outbox writes to the socket
     const upstreamSocket = conn.takeSocket()
     this.target!.active--
     this.upstream = null
