@@ -8,16 +8,7 @@ const scope = useTestScope()
 
 /** A connected pair: `local` is written through an Outbox, `peer` collects what arrives. */
 async function pair(): Promise<{ local: net.Socket; peer: net.Socket; out: Outbox; received: () => Buffer; ended: Promise<unknown> }> {
-  const server = net.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  scope.defer(() => new Promise((r) => server.close(r)))
-  const accepted = once(server, 'connection')
-  const local = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
-  scope.defer(() => local.destroy())
-  await once(local, 'connect')
-  const [peer] = (await accepted) as [net.Socket]
-  scope.defer(() => peer.destroy())
+  const { local, peer } = await scope.socketPair()
   const chunks: Buffer[] = []
   peer.on('data', (c: Buffer) => chunks.push(c))
   const ended = once(peer, 'end')

@@ -17,6 +17,11 @@ export interface TestScope {
   client(port: number): ReturnType<typeof rawClient>
   /** A connected raw socket, destroyed after the test. */
   connect(port: number): Promise<net.Socket>
+  /**
+   * Two connected loopback sockets, both destroyed after the test: `local`, the accepted side
+   * (half-open, as the gateway's are), for the code under test; `peer` for the test to read.
+   */
+  socketPair(): Promise<{ local: net.Socket; peer: net.Socket }>
 }
 
 export function useTestScope(): TestScope {
@@ -64,6 +69,17 @@ export function useTestScope(): TestScope {
       cleanups.push(() => s.destroy())
       await once(s, 'connect')
       return s
+    },
+    async socketPair() {
+      const server = net.createServer({ allowHalfOpen: true })
+      server.listen(0, '127.0.0.1')
+      await once(server, 'listening')
+      cleanups.push(() => new Promise((r) => server.close(r)))
+      const accepted = once(server, 'connection') as Promise<[net.Socket]>
+      const peer = await scope.connect((server.address() as net.AddressInfo).port)
+      const [local] = await accepted
+      cleanups.push(() => local.destroy())
+      return { local, peer }
     },
   }
   return scope

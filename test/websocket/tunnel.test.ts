@@ -1,4 +1,3 @@
-import { once } from 'node:events'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { DeadlineSweeper } from '../../src/timers.js'
@@ -6,22 +5,6 @@ import { Tunnel } from '../../src/websocket/tunnel.js'
 import { useTestScope, within } from '../helpers/test-scope.js'
 
 const scope = useTestScope()
-
-/** A connected pair of sockets: `local` for the tunnel, `peer` for the test. */
-async function socketPair(): Promise<{ local: net.Socket; peer: net.Socket }> {
-  const server = net.createServer({ allowHalfOpen: true })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  scope.defer(() => new Promise((r) => server.close(r)))
-  const accepted = once(server, 'connection') as Promise<[net.Socket]>
-  const peer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
-  scope.defer(() => peer.destroy())
-  const [local] = await accepted
-  scope.defer(() => local.destroy())
-  await once(peer, 'connect')
-  peer.on('error', () => {})
-  return { local, peer }
-}
 
 function received(socket: net.Socket): Promise<string> {
   const chunks: Buffer[] = []
@@ -31,8 +14,8 @@ function received(socket: net.Socket): Promise<string> {
 
 describe('Tunnel', () => {
   it('delivers bytes it holds when it is torn down in the turn they arrived (a registry teardown, say)', async () => {
-    const client = await socketPair()
-    const upstream = await socketPair()
+    const client = await scope.socketPair()
+    const upstream = await scope.socketPair()
     const sweeper = new DeadlineSweeper()
     scope.defer(() => sweeper.close())
     const info = { listener: 'http', target: 'up', workspaceKey: null, routeId: 'all' }
