@@ -36,6 +36,10 @@ function flushDue(): void {
   list.length = 0
 }
 
+function send(socket: Writable, data: Buffer | string): boolean {
+  return typeof data === 'string' ? socket.write(data, 'latin1') : socket.write(data)
+}
+
 /**
  * The one way bytes reach a socket while its owner (an exchange, then perhaps a websocket
  * tunnel) writes to it. A string is written as latin1 (heads are latin1 throughout). Before
@@ -62,7 +66,7 @@ export class Outbox {
     } else {
       this.flush()
     }
-    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data)
+    return send(this.socket, data)
   }
 
   /** Writes what is held, now. A destroyed socket drops it (as node drops what it had queued). */
@@ -71,9 +75,7 @@ export class Outbox {
     if (data === null) return
     this.held = null
     const socket = this.socket
-    if (socket.destroyed || socket.writableEnded) return
-    if (typeof data === 'string') socket.write(data, 'latin1')
-    else socket.write(data)
+    if (!socket.destroyed && !socket.writableEnded) send(socket, data)
   }
 
   /** Ends the socket after what is held, then `data` when given. */
